@@ -1,0 +1,34 @@
+# The two commands of the README: `make demo` (install, then the main job on the bundled fixtures)
+# and `make test` (install, then the test suite). Both are safe to rerun.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+OUT     ?= work/demo
+
+.PHONY: install demo test test-all lint clean
+
+$(BIN)/stemdb: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# CPU torch first: a plain `torch` requirement would pull a multi-GB CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(BIN)/stemdb
+
+install: $(BIN)/stemdb
+
+demo: install
+	$(BIN)/stemdb ingest --config data.yaml
+	$(BIN)/stemdb catalog summary --config data.yaml
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-all: install
+	$(BIN)/python -m pytest -q -m "not gpu"
+
+lint: install
+	$(BIN)/ruff check stemdb augment pipelines train tests bench
+
+clean:
+	rm -rf work .pytest_cache .ruff_cache

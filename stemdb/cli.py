@@ -1,0 +1,150 @@
+"""The ``stemdb`` command line. Thin: each command parses options, calls one library function, prints a summary.
+
+Heavy modules (torch, prefect, matplotlib) are imported inside the commands that need them, so ``stemdb --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stemdb.errors import StemdbError
+
+app = typer.Typer(help="stemdb: turn loose music stems and MUSDB18 into source-separation training data.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+catalog_app = typer.Typer(help="Inspect the catalogue.", no_args_is_help=True)
+report_app = typer.Typer(help="Dataset statistics reports (HTML + JSON).", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+app.add_typer(report_app, name="report")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="data.yaml (default: ./data.yaml if present)")]
+CatalogOpt = Annotated[Path | None, typer.Option("--catalog", help="catalogue folder (default: from data.yaml)")]
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _load(config: Path | None):  # noqa: ANN202
+    from stemdb.config import load_config
+
+    if config is None and Path("data.yaml").is_file():
+        config = Path("data.yaml")
+    return load_config(config)
+
+
+def _catalog_dir(config: Path | None, catalog: Path | None) -> Path:
+    return catalog if catalog is not None else _load(config).catalog
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
+    _setup_logging(verbose)
+
+
+@app.command()
+def ingest(
+    folder: Annotated[Path | None, typer.Argument(help="ingest this one folder (needs --layout) instead of data.yaml's sources")] = None,
+    layout: Annotated[str | None, typer.Option(help="layout of FOLDER: stems | musdb")] = None,
+    config: ConfigOpt = None,
+    catalog: CatalogOpt = None,
+    workers: Annotated[int | None, typer.Option(help="process-pool size (0 = one per core)")] = None,
+    tempo: Annotated[bool | None, typer.Option("--tempo/--no-tempo", help="estimate tempo with librosa")] = None,
+    strict: Annotated[bool, typer.Option(help="exit 1 when any file was rejected")] = False,
+) -> None:
+    """Scan sources (or one FOLDER) into the Parquet catalogue; prints a one-line summary."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from stemdb.ingest import ingest_folder, ingest_sources
+
+    try:
+        cfg = _load(config)
+        updates = {k: v for k, v in (("workers", workers), ("tempo", tempo)) if v is not None}
+        icfg = cfg.ingest.model_copy(update=updates)
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), transient=True, disable=not sys.stderr.isatty()) as bar:
+            task = bar.add_task("measuring", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            if folder is not None:
+                if layout is None:
+                    raise typer.BadParameter("FOLDER needs --layout stems|musdb")
+                report = ingest_folder(folder, layout=layout, catalog=catalog or cfg.catalog, cfg=icfg,
+                                       progress=progress)
+            else:
+                if not cfg.sources:
+                    raise typer.BadParameter("no sources: give FOLDER --layout, or a data.yaml with sources")
+                report = ingest_sources(cfg.sources, catalog or cfg.catalog, cfg=icfg, progress=progress)
+    except StemdbError as exc:
+        _fail(exc)
+    typer.echo(report.line())
+    if strict and report.rejected:
+        raise typer.Exit(1)
+
+
+@catalog_app.command("summary")
+def catalog_summary(config: ConfigOpt = None, catalog: CatalogOpt = None,
+                    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """Hours and files per kind, source and split; duplicates and rejects."""
+    from stemdb.catalog import Catalog
+
+    try:
+        cat = Catalog.open(_catalog_dir(config, catalog))
+    except StemdbError as exc:
+        _fail(exc)
+    df = cat.stems(columns=["key", "kind", "source", "split", "duration_s"])
+    s = cat.summary()
+    tables = {}
+    for col in ("kind", "source", "split"):
+        g = df.groupby(col)["duration_s"].agg(["count", "sum"])
+        tables[col] = {str(k): {"files": int(r["count"]), "hours": round(float(r["sum"]) / 3600, 4)}
+                       for k, r in g.iterrows()}
+    if as_json:
+        typer.echo(json.dumps({"files": s.files, "hours": s.hours, "duplicates": s.duplicates,
+                               "rejects": s.rejects, **{f"by_{k}": v for k, v in tables.items()}}, indent=2))
+        return
+    for col, t in tables.items():
+        typer.echo(f"by {col}:")
+        for k, v in t.items():
+            typer.echo(f"  {k:<24} {v['files']:>6} files {v['hours']:>9.3f} h")
+    typer.echo(s.line())
+
+
+@catalog_app.command("show")
+def catalog_show(stem_id: Annotated[str, typer.Argument(help="a stem_id or a unique prefix (6+ chars)")],
+                 config: ConfigOpt = None, catalog: CatalogOpt = None) -> None:
+    """Every column of one stem."""
+    from stemdb.catalog import Catalog
+
+    try:
+        row = Catalog.open(_catalog_dir(config, catalog)).get(stem_id)
+    except StemdbError as exc:
+        _fail(exc)
+    for k, v in row.items():
+        if k == "active":
+            v = f"{len(v)} regions: " + ", ".join(f"[{a:.2f}, {b:.2f}]" for a, b in list(v)[:8])
+        elif k == "beats":
+            v = f"{len(v)} beats"
+        typer.echo(f"{k:>16}: {v}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

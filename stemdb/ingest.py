@@ -1,0 +1,476 @@
+"""Ingest: scan sources, measure new or changed files in a process pool, commit them to the catalogue.
+
+The run is incremental and idempotent: a file whose (path, size, mtime) is unchanged since the last run is not
+decoded again, files that vanished are marked ``deleted``, and every file that fails becomes a row of the rejects
+table with the reason. Measured rows are committed every ``batch_size`` files, so a killed run keeps its finished
+batches and a rerun completes the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stemdb import audio as audio_io
+from stemdb.catalog import SCHEMA_VERSION, Catalog
+from stemdb.config import HashSplit, IngestConfig, MusdbLayout, SourceConfig, StemsLayout
+from stemdb.errors import AudioReadError, MissingDependencyError
+
+log = logging.getLogger(__name__)
+
+MUSDB_SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """One file to measure. A ``.stem.mp4`` yields one row per stream (``kinds`` in stream order)."""
+
+    source: str
+    root: str
+    path: str  # relative to root, POSIX
+    kinds: tuple[str, ...]  # one kind for plain files; the stream kinds for .stem.mp4
+    song: str | None  # None: the file's own stem_id
+    split: str | None  # None: decided from the song by a HashSplit
+    origin: str
+    licence: str
+    bytes: int
+    mtime: float
+    max_channels: int
+    hash_split: tuple[float, float] | None = None  # (valid, test) fractions when split is None
+
+    @property
+    def is_stem_mp4(self) -> bool:
+        return audio_io.is_stem_mp4(self.path)
+
+    def row_keys(self) -> list[str]:
+        if self.is_stem_mp4:
+            return [f"{self.source}:{self.path}#{i}" for i in range(len(self.kinds))]
+        return [f"{self.source}:{self.path}"]
+
+
+@dataclass
+class IngestReport:
+    """What one ingest run did."""
+
+    scanned: int = 0
+    skipped: int = 0
+    measured: int = 0
+    rejected: int = 0
+    deleted: int = 0
+    duplicates: int = 0
+    leakage: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    summary: str = ""
+
+    def line(self) -> str:
+        return (
+            f"ingest: {self.scanned} files scanned, {self.measured} measured, {self.skipped} unchanged, "
+            f"{self.rejected} rejected, {self.deleted} deleted, {self.duplicates} duplicates, "
+            f"{len(self.leakage)} songs in several splits; {self.seconds:.1f} s | catalogue: {self.summary}"
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# scanning
+
+
+def scan_source(src: SourceConfig) -> list[FileJob]:
+    """List the files of one source as jobs (no decoding). Raises AudioReadError when the root is missing."""
+    root = Path(src.root)
+    if not root.is_dir():
+        raise AudioReadError(root, f"source {src.name!r}: root folder does not exist")
+    if isinstance(src.layout, MusdbLayout):
+        return _scan_musdb(src, root, src.layout)
+    return _scan_stems(src, root, src.layout)
+
+
+def _job(src: SourceConfig, root: Path, p: Path, kinds: tuple[str, ...], song: str | None, split: str | None,
+         hash_split: tuple[float, float] | None = None) -> FileJob:
+    try:
+        st = p.stat()
+        size, mtime = int(st.st_size), float(st.st_mtime)
+    except OSError:  # dangling link and the like: the measurement step records the reason
+        size, mtime = -1, 0.0
+    return FileJob(
+        source=src.name, root=str(root), path=p.relative_to(root).as_posix(), kinds=kinds, song=song, split=split,
+        origin=src.origin, licence=src.licence, bytes=size, mtime=mtime, max_channels=src.max_channels,
+        hash_split=hash_split,
+    )
+
+
+@lru_cache(maxsize=1)
+def musdb_validation_tracks() -> frozenset[str]:
+    """MUSDB18's official validation track names, read from the installed ``musdb`` package's config."""
+    import importlib.util
+
+    import yaml
+
+    spec = importlib.util.find_spec("musdb")
+    if spec is None or spec.origin is None:
+        return frozenset()
+    cfg = Path(spec.origin).parent / "configs" / "mus.yaml"
+    data = yaml.safe_load(cfg.read_text()) if cfg.is_file() else {}
+    return frozenset(data.get("validation_tracks", []))
+
+
+def _scan_musdb(src: SourceConfig, root: Path, layout: MusdbLayout) -> list[FileJob]:
+    split_dirs = [(s, root / s) for s in MUSDB_SPLITS if (root / s).is_dir()] or [("train", root)]
+    valid = musdb_validation_tracks() if layout.validation else frozenset()
+    jobs: list[FileJob] = []
+    for split, d in split_dirs:
+        for entry in sorted(d.iterdir()):
+            if entry.is_file() and audio_io.is_stem_mp4(entry):
+                track = entry.name[: -len(".stem.mp4")]
+                sp = "valid" if split == "train" and track in valid else split
+                jobs.append(_job(src, root, entry, audio_io.STEM_MP4_STREAMS, track, sp))
+            elif entry.is_dir():
+                track = entry.name
+                sp = "valid" if split == "train" and track in valid else split
+                for f in sorted(entry.iterdir()):
+                    kind = f.name.split(".")[0].lower()
+                    if kind in layout.stems and (audio_io.is_audio_path(f) or f.is_symlink()):
+                        jobs.append(_job(src, root, f, (kind,), track, sp))
+    return jobs
+
+
+def _scan_stems(src: SourceConfig, root: Path, layout: StemsLayout) -> list[FileJob]:
+    rules = {k.lower(): v for k, v in layout.kinds.items()}
+    seen: set[Path] = set()
+    files: list[Path] = []
+    for pattern in layout.globs:
+        for p in root.glob(pattern):
+            if p not in seen and (p.is_file() or p.is_symlink()) and not p.name.startswith("."):
+                seen.add(p)
+                files.append(p)
+    jobs = []
+    regex = re.compile(layout.song[len("regex:") :]) if layout.song.startswith("regex:") else None
+    for p in sorted(files):
+        rel_parts = p.relative_to(root).parts
+        folders = [f.lower() for f in rel_parts[:-1]]
+        kind = next((rules[f] for f in folders if f in rules), folders[0] if folders else "other")
+        if layout.song == "parent":
+            song: str | None = "/".join(rel_parts[:-1]) or p.stem
+        elif regex is not None:
+            m = regex.search(p.stem)
+            song = (m.group(1) if m and m.groups() else m.group(0)) if m else p.stem
+        else:
+            song = None
+        if isinstance(layout.split, HashSplit):
+            jobs.append(_job(src, root, p, (kind,), song, None, (layout.split.valid, layout.split.test)))
+        else:
+            jobs.append(_job(src, root, p, (kind,), song, layout.split))
+    return jobs
+
+
+def hash_split(song: str, valid: float, test: float) -> str:
+    """Deterministic split of a song id: a uniform number from its hash against the fractions."""
+    u = int.from_bytes(hashlib.blake2b(song.encode(), digest_size=8).digest(), "big") / 2**64
+    return "test" if u < test else "valid" if u < test + valid else "train"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# measuring (runs in worker processes)
+
+
+def measure_job(job: FileJob, cfg: IngestConfig) -> tuple[list[dict], list[dict]]:
+    """Decode and measure one file. Returns (stem rows, reject rows); never raises for bad audio."""
+    from stemdb.measure import measure  # imported in the worker
+
+    now = datetime.now(UTC)
+    full = Path(job.root) / job.path
+    try:
+        if job.bytes < 0 or not full.exists():
+            raise AudioReadError(full, "unreadable: missing file or dangling link")
+        if job.is_stem_mp4:
+            streams, sr = audio_io.read_stem_mp4(full)
+            decoded = [streams[i] for i in range(streams.shape[0])]
+            kinds = list(job.kinds[: len(decoded)]) + [f"stream{i}" for i in range(len(job.kinds), len(decoded))]
+            info = audio_io.AudioInfo(sr, decoded[0].shape[0], decoded[0].shape[1], "MP4", "AAC")
+        else:
+            info = audio_io.info(full)
+            a, sr = audio_io.read(full)
+            decoded, kinds = [a], list(job.kinds)
+            if a.shape[1] != info.frames:
+                raise AudioReadError(full, f"truncated: header says {info.frames} frames, decoded {a.shape[1]}")
+    except (AudioReadError, MissingDependencyError) as exc:
+        return [], [_reject(job, k, str(getattr(exc, "reason", exc)), now) for k in job.row_keys()]
+    except Exception as exc:  # noqa: BLE001 - a batch job records every failure and goes on
+        return [], [_reject(job, k, f"unreadable: {type(exc).__name__}: {exc}", now) for k in job.row_keys()]
+
+    rows, rejects = [], []
+    keys = job.row_keys() if job.is_stem_mp4 else [f"{job.source}:{job.path}"]
+    for i, (a, kind) in enumerate(zip(decoded, kinds, strict=False)):
+        key = keys[i] if i < len(keys) else f"{job.source}:{job.path}#{i}"
+        reason = _validate(a, sr, job.max_channels)
+        if reason:
+            rejects.append(_reject(job, key, reason, now))
+            continue
+        try:
+            m = measure(a, sr, silence_db=cfg.silence_db, window_s=cfg.silence_window_s,
+                        clip_level=cfg.clip_level, tempo=cfg.tempo)
+        except Exception as exc:  # noqa: BLE001 - recorded, never fatal
+            rejects.append(_reject(job, key, f"measurement failed: {type(exc).__name__}: {exc}", now))
+            continue
+        rows.append(_row(job, key, i if job.is_stem_mp4 else -1, kind, a, sr, info, m, now))
+    return rows, rejects
+
+
+def _validate(a: np.ndarray, sr: int, max_channels: int) -> str | None:
+    if a.ndim != 2 or a.shape[1] == 0:
+        return "empty: 0 frames"
+    if a.shape[0] > max_channels:
+        return f"too many channels: {a.shape[0]} > max_channels {max_channels}"
+    if sr <= 0:
+        return f"bad sample rate {sr}"
+    if not np.isfinite(a).all():
+        n = int((~np.isfinite(a)).sum())
+        return f"non-finite samples: {n} NaN/inf values"
+    return None
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if x is not None and np.isfinite(x) else None
+
+
+def _row(job: FileJob, key: str, stream: int, kind: str, a: np.ndarray, sr: int, info: audio_io.AudioInfo,
+         m, now: datetime) -> dict:  # noqa: ANN001
+    flags = []
+    if m.silence_ratio >= 1.0:
+        flags.append("silent")
+    if m.clipping_ratio > 0.0:
+        flags.append("clipping")
+    if info.subtype in ("AAC", "MPEG_LAYER_III", "VORBIS", "OPUS"):
+        flags.append("lossy")
+    song = job.song if job.song is not None else m.content_hash
+    split = job.split
+    if split is None:
+        valid, test = job.hash_split or (0.0, 0.0)
+        split = hash_split(song, valid, test)
+    return {
+        "key": key, "stem_id": m.content_hash, "source": job.source, "root": job.root, "path": job.path,
+        "stream": stream, "kind": kind, "song": song, "split": split, "origin": job.origin, "licence": job.licence,
+        "sample_rate": int(sr), "channels": int(a.shape[0]), "frames": int(a.shape[1]),
+        "duration_s": float(a.shape[1] / sr), "format": info.format, "subtype": info.subtype, "bytes": job.bytes,
+        "mtime": job.mtime, "lufs": _finite_or_none(m.lufs), "peak_dbfs": _finite_or_none(m.peak_dbfs),
+        "rms_dbfs": _finite_or_none(m.rms_dbfs), "clipping_ratio": float(m.clipping_ratio),
+        "silence_ratio": float(m.silence_ratio), "active": [[float(s), float(e)] for s, e in m.active],
+        "tempo_bpm": _finite_or_none(m.tempo_bpm) if m.tempo_bpm is not None else None,
+        "beats": [float(b) for b in m.beats_s], "flags": flags, "duplicate_of": None, "deleted": False,
+        "ingested_at": now, "schema_version": SCHEMA_VERSION,
+    }
+
+
+def _reject(job: FileJob, key: str, reason: str, now: datetime) -> dict:
+    stream = int(key.rsplit("#", 1)[1]) if "#" in key else -1
+    return {
+        "key": key, "source": job.source, "root": job.root, "path": job.path, "stream": stream, "reason": reason,
+        "bytes": job.bytes, "mtime": job.mtime, "rejected_at": now, "schema_version": SCHEMA_VERSION,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the run
+
+
+def plan(jobs: list[FileJob], cat: Catalog) -> tuple[list[FileJob], list[FileJob]]:
+    """Split jobs into (to measure, unchanged) by comparing (path, size, mtime) with the catalogue and rejects."""
+    known: dict[str, tuple[int, float]] = {}
+    stems = cat.table("stems", columns=["key", "bytes", "mtime", "deleted"]).to_pandas()
+    for k, b, m, d in zip(stems["key"], stems["bytes"], stems["mtime"], stems["deleted"], strict=True):
+        if not d:
+            known[k] = (int(b), float(m))
+    rej = cat.table("rejects", columns=["key", "bytes", "mtime"]).to_pandas()
+    for k, b, m in zip(rej["key"], rej["bytes"], rej["mtime"], strict=True):
+        known.setdefault(k, (int(b), float(m)))
+    todo, same = [], []
+    for j in jobs:
+        keys = j.row_keys()
+        hit = [known.get(k) for k in keys] if not j.is_stem_mp4 else [known.get(f"{j.source}:{j.path}#0")]
+        unchanged = all(h is not None and h[0] == j.bytes and h[1] == j.mtime for h in hit)
+        (same if unchanged else todo).append(j)
+    return todo, same
+
+
+def ingest_sources(
+    sources: Iterable[SourceConfig],
+    catalog: str | Path,
+    *,
+    cfg: IngestConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> IngestReport:
+    """Ingest every source into the catalogue folder (created when missing) and return what was done.
+
+    Bad files never stop the run: they become rows of the rejects table.
+    """
+    t0 = time.perf_counter()
+    cfg = cfg or IngestConfig()
+    sources = list(sources)
+    cat = Catalog.create(catalog)
+    cat.set_source_roots({s.name: str(Path(s.root).resolve()) for s in sources})
+    report = IngestReport()
+    all_jobs: list[FileJob] = []
+    for src in sources:
+        all_jobs.extend(scan_source(src))
+    report.scanned = len(all_jobs)
+    todo, same = plan(all_jobs, cat)
+    report.skipped = len(same)
+    rows_n, rej_n = _measure_all(todo, cat, cfg, progress)
+    report.measured, report.rejected = rows_n, rej_n
+    report.deleted = _mark_deleted(cat, {s.name for s in sources}, {k for j in all_jobs for k in j.row_keys()})
+    measured_keys = {k for j in todo for k in j.row_keys()}
+    report.duplicates, report.leakage = finalize(cat, fixed_keys=measured_keys)
+    report.summary = cat.summary().line()
+    report.seconds = time.perf_counter() - t0
+    log.info(report.line())
+    return report
+
+
+def _measure_all(todo: list[FileJob], cat: Catalog, cfg: IngestConfig,
+                 progress: Callable[[int, int], None] | None) -> tuple[int, int]:
+    n_rows = n_rej = 0
+    buf_rows: list[dict] = []
+    buf_rej: list[dict] = []
+    done = 0
+
+    def take(result: tuple[list[dict], list[dict]]) -> None:
+        nonlocal n_rows, n_rej, done
+        r, j = result
+        buf_rows.extend(r)
+        buf_rej.extend(j)
+        n_rows += len(r)
+        n_rej += len(j)
+        done += 1
+        if progress:
+            progress(done, len(todo))
+        if done % cfg.batch_size == 0:
+            _commit(cat, buf_rows, buf_rej)
+
+    workers = cfg.workers or (os.cpu_count() or 1)
+    if workers <= 1 or len(todo) <= 1:
+        for job in todo:
+            take(measure_job(job, cfg))
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            pending: set[Future] = set()
+            it = iter(todo)
+            for job in it:
+                pending.add(pool.submit(measure_job, job, cfg))
+                if len(pending) >= workers * 4:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in finished:
+                        take(f.result())
+            for f in pending:
+                take(f.result())
+    _commit(cat, buf_rows, buf_rej)
+    return n_rows, n_rej
+
+
+def _commit(cat: Catalog, rows: list[dict], rejects: list[dict]) -> None:
+    if rows:
+        cat.append("stems", rows)
+    if rejects:
+        cat.append("rejects", rejects)
+    rows.clear()
+    rejects.clear()
+
+
+def _mark_deleted(cat: Catalog, sources: set[str], present: set[str]) -> int:
+    df = cat.stems(source=sorted(sources), include_duplicates=True)
+    gone = df[~df["key"].isin(present)]
+    if gone.empty:
+        return 0
+    now = datetime.now(UTC)
+    rows = []
+    for rec in gone.to_dict("records"):
+        rec.update(deleted=True, ingested_at=now)
+        rec["active"] = [list(x) for x in rec["active"]]
+        rec["beats"] = list(rec["beats"])
+        rec["flags"] = list(rec["flags"])
+        rows.append(rec)
+    cat.append("stems", rows)
+    return len(rows)
+
+
+def finalize(cat: Catalog, *, fixed_keys: set[str] | None = None) -> tuple[int, list[str]]:
+    """Mark duplicates and length mismatches, drop rejects that now measure fine, compact. Returns
+    (number of duplicate rows, songs found in more than one split)."""
+    t = cat.table("stems").to_pandas()
+    if t.empty:
+        cat.compact("rejects")
+        return 0, []
+    live = t[~t["deleted"]].sort_values("key")
+    canonical = live.groupby("stem_id", sort=False)["key"].transform("first")
+    dup_of = pd.Series(None, index=t.index, dtype=object)
+    mask = canonical != live["key"]
+    dup_of.loc[live.index[mask.to_numpy()]] = canonical[mask].to_numpy()
+    flags = t["flags"].map(list)
+    _flag_length_mismatch(live, flags)
+    changed = (dup_of.fillna("") != t["duplicate_of"].fillna("")) | (flags.map(tuple) != t["flags"].map(tuple))
+    if changed.any():
+        upd = t[changed].copy()
+        upd["duplicate_of"] = dup_of[changed]
+        upd["flags"] = flags[changed]
+        upd["ingested_at"] = datetime.now(UTC)
+        recs = upd.to_dict("records")
+        for r in recs:
+            r["active"] = [list(x) for x in r["active"]]
+            r["beats"] = list(r["beats"])
+            r["duplicate_of"] = r["duplicate_of"] if isinstance(r["duplicate_of"], str) else None
+        cat.append("stems", recs)
+    cat.compact("stems")
+    cat.compact("rejects", drop_keys=set(live["key"]) & (fixed_keys or set(live["key"])))
+    leaks = _leakage(live)
+    for song in leaks:
+        log.warning("train/test leakage: song %r appears in splits %s", song,
+                    sorted(live.loc[live["song"] == song, "split"].unique()))
+    return int(mask.sum()), leaks
+
+
+def _flag_length_mismatch(live: pd.DataFrame, flags: pd.Series) -> None:
+    multi = live[live["source"].notna()]
+    for (_src, _song), g in multi.groupby(["source", "song"]):
+        if len(g) < 2 or g["frames"].nunique() == 1:
+            continue
+        for idx in g.index:
+            if "length_mismatch" not in flags[idx]:
+                flags[idx] = [*flags[idx], "length_mismatch"]
+
+
+def _leakage(live: pd.DataFrame) -> list[str]:
+    canon = live[live["duplicate_of"].isna()]
+    by_song = canon.groupby("song")["split"].nunique()
+    songs = set(by_song[by_song > 1].index)
+    by_content = live.groupby("stem_id")["split"].nunique()
+    for sid in by_content[by_content > 1].index:
+        songs.update(live.loc[live["stem_id"] == sid, "song"])
+    return sorted(songs)
+
+
+def ingest_folder(root: str | Path, *, layout: str, catalog: str | Path, name: str | None = None,
+                  cfg: IngestConfig | None = None, origin: str = "unknown", licence: str = "unknown",
+                  progress: Callable[[int, int], None] | None = None) -> IngestReport:
+    """Ingest one folder with no config file (``layout`` = ``stems`` or ``musdb``)."""
+    r = Path(root).resolve()
+    lay = StemsLayout() if layout == "stems" else MusdbLayout() if layout == "musdb" else None
+    if lay is None:
+        from stemdb.errors import ConfigError
+
+        raise ConfigError(f"layout={layout!r} is not allowed; allowed: 'stems', 'musdb'", key="layout")
+    src = SourceConfig(name=name or _safe_name(r.name), root=r, layout=lay, origin=origin, licence=licence)
+    return ingest_sources([src], catalog, cfg=cfg, progress=progress)
+
+
+def _safe_name(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "-", s).strip("-") or "source"

@@ -1,0 +1,72 @@
+"""data.yaml validation: errors name the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stemdb.config import HashSplit, load_config
+from stemdb.errors import ConfigError
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_project_data_yaml_loads_and_resolves_paths() -> None:
+    cfg = load_config(ROOT / "data.yaml")
+    assert [s.name for s in cfg.sources] == ["fixture-musdb", "fixture-musdb-stems", "fixture-stems"]
+    for s in cfg.sources:
+        assert s.root.is_absolute() and s.root.is_dir(), s.root
+    assert cfg.catalog.is_absolute()
+    assert cfg.remix.targets == ("vocals", "drums", "bass", "other")
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "data.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("sources:\n  - {name: a, root: ., layout: {type: stemz}}\n", ["sources[0].layout", "stemz", "stems", "musdb"]),
+        ("ingest:\n  silence_db: 5\n", ["ingest.silence_db", "5"]),
+        ("remix:\n  mode: shuffle\n", ["remix.mode", "shuffle", "cross_song"]),
+        ("remix:\n  sedonds: 3\n", ["remix.sedonds", "unknown key"]),
+        ("bogus: 1\n", ["bogus", "unknown key"]),
+        ("sources:\n  - {name: a, root: ., layout: {type: stems, song: album}}\n", ["song", "album", "parent"]),
+        ("sources:\n  - {name: a, root: ., layout: {type: stems, split: {valid: 0.6, test: 0.5}}}\n", ["valid + test"]),
+        ("sources:\n  - {name: a, root: ., layout: {type: musdb}}\n  - {name: a, root: ., layout: {type: musdb}}\n",
+         ["unique", "'a'"]),
+        ("remix:\n  silent_prob: {vocals: 1.5}\n", ["silent_prob.vocals", "1.5"]),
+        ("- just\n- a list\n", ["mapping"]),
+        ("remix: {seconds: [1\n", ["YAML"]),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, text: str, words: list[str]) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, text))
+    msg = str(err.value)
+    for w in words:
+        assert w in msg, (w, msg)
+    assert str(tmp_path / "data.yaml") in msg
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_hash_split_model() -> None:
+    cfg = load_config(None, overrides={"sources": [
+        {"name": "x", "root": "/tmp", "layout": {"type": "stems", "split": {"valid": 0.1, "test": 0.1}}}]})
+    assert isinstance(cfg.sources[0].layout.split, HashSplit)
+    assert cfg.sources[0].layout.split.valid == 0.1
+
+
+def test_fingerprint_tracks_section_content() -> None:
+    a = load_config(None)
+    b = load_config(None, overrides={"remix": {"seconds": 3.0}})
+    assert a.fingerprint("remix") != b.fingerprint("remix")
+    assert a.fingerprint("ingest") == b.fingerprint("ingest")
