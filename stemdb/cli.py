@@ -141,6 +141,33 @@ def catalog_show(stem_id: Annotated[str, typer.Argument(help="a stem_id or a uni
         typer.echo(f"{k:>16}: {v}")
 
 
+@app.command()
+def remix(
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder (MUSDB18-HQ layout + recipes.parquet)")],
+    n: Annotated[int, typer.Option("--n", help="number of mixtures")] = 100,
+    seconds: Annotated[float | None, typer.Option(help="mixture length in seconds (default: data.yaml)")] = None,
+    seed: Annotated[int, typer.Option(help="seed: same arguments, same bytes")] = 0,
+    workers: Annotated[int, typer.Option(help="render processes")] = 1,
+    config: ConfigOpt = None,
+    catalog: CatalogOpt = None,
+) -> None:
+    """Draw N random cross-song mixtures, write recipes.parquet and OUT/<split>/<mix_id>/{mixture,targets}.wav."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from augment.render import build_remix
+
+    try:
+        cfg = _load(config)
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), transient=True, disable=not sys.stderr.isatty()) as bar:
+            task = bar.add_task("rendering chunks", total=None)
+            summary = build_remix(catalog or cfg.catalog, out, n=n, seed=seed, cfg=cfg.remix, seconds=seconds,
+                                  workers=workers, progress=lambda d, t: bar.update(task, completed=d, total=t))
+    except StemdbError as exc:
+        _fail(exc)
+    typer.echo(summary.line())
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -27,6 +27,8 @@ from stemdb import audio as audio_io
 from stemdb.catalog import SCHEMA_VERSION, Catalog
 from stemdb.config import HashSplit, IngestConfig, MusdbLayout, SourceConfig, StemsLayout
 from stemdb.errors import AudioReadError, MissingDependencyError
+from stemdb.levels import loudness_profile
+from stemdb.measure import measure
 
 log = logging.getLogger(__name__)
 
@@ -96,16 +98,32 @@ def scan_source(src: SourceConfig) -> list[FileJob]:
     return _scan_stems(src, root, src.layout)
 
 
-def _job(src: SourceConfig, root: Path, p: Path, kinds: tuple[str, ...], song: str | None, split: str | None,
-         hash_split: tuple[float, float] | None = None) -> FileJob:
+def _job(
+    src: SourceConfig,
+    root: Path,
+    p: Path,
+    kinds: tuple[str, ...],
+    song: str | None,
+    split: str | None,
+    hash_split: tuple[float, float] | None = None,
+) -> FileJob:
     try:
         st = p.stat()
         size, mtime = int(st.st_size), float(st.st_mtime)
     except OSError:  # dangling link and the like: the measurement step records the reason
         size, mtime = -1, 0.0
     return FileJob(
-        source=src.name, root=str(root), path=p.relative_to(root).as_posix(), kinds=kinds, song=song, split=split,
-        origin=src.origin, licence=src.licence, bytes=size, mtime=mtime, max_channels=src.max_channels,
+        source=src.name,
+        root=str(root),
+        path=p.relative_to(root).as_posix(),
+        kinds=kinds,
+        song=song,
+        split=split,
+        origin=src.origin,
+        licence=src.licence,
+        bytes=size,
+        mtime=mtime,
+        max_channels=src.max_channels,
         hash_split=hash_split,
     )
 
@@ -186,7 +204,6 @@ def hash_split(song: str, valid: float, test: float) -> str:
 
 def measure_job(job: FileJob, cfg: IngestConfig) -> tuple[list[dict], list[dict]]:
     """Decode and measure one file. Returns (stem rows, reject rows); never raises for bad audio."""
-    from stemdb.measure import measure  # imported in the worker
 
     now = datetime.now(UTC)
     full = Path(job.root) / job.path
@@ -196,14 +213,18 @@ def measure_job(job: FileJob, cfg: IngestConfig) -> tuple[list[dict], list[dict]
         if job.is_stem_mp4:
             streams, sr = audio_io.read_stem_mp4(full)
             decoded = [streams[i] for i in range(streams.shape[0])]
-            kinds = list(job.kinds[: len(decoded)]) + [f"stream{i}" for i in range(len(job.kinds), len(decoded))]
+            kinds = list(job.kinds[: len(decoded)]) + [
+                f"stream{i}" for i in range(len(job.kinds), len(decoded))
+            ]
             info = audio_io.AudioInfo(sr, decoded[0].shape[0], decoded[0].shape[1], "MP4", "AAC")
         else:
             info = audio_io.info(full)
             a, sr = audio_io.read(full)
             decoded, kinds = [a], list(job.kinds)
             if a.shape[1] != info.frames:
-                raise AudioReadError(full, f"truncated: header says {info.frames} frames, decoded {a.shape[1]}")
+                raise AudioReadError(
+                    full, f"truncated: header says {info.frames} frames, decoded {a.shape[1]}"
+                )
     except (AudioReadError, MissingDependencyError) as exc:
         return [], [_reject(job, k, str(getattr(exc, "reason", exc)), now) for k in job.row_keys()]
     except Exception as exc:  # noqa: BLE001 - a batch job records every failure and goes on
@@ -218,8 +239,14 @@ def measure_job(job: FileJob, cfg: IngestConfig) -> tuple[list[dict], list[dict]
             rejects.append(_reject(job, key, reason, now))
             continue
         try:
-            m = measure(a, sr, silence_db=cfg.silence_db, window_s=cfg.silence_window_s,
-                        clip_level=cfg.clip_level, tempo=cfg.tempo)
+            m = measure(
+                a,
+                sr,
+                silence_db=cfg.silence_db,
+                window_s=cfg.silence_window_s,
+                clip_level=cfg.clip_level,
+                tempo=cfg.tempo,
+            )
         except Exception as exc:  # noqa: BLE001 - recorded, never fatal
             rejects.append(_reject(job, key, f"measurement failed: {type(exc).__name__}: {exc}", now))
             continue
@@ -244,8 +271,17 @@ def _finite_or_none(x: float) -> float | None:
     return float(x) if x is not None and np.isfinite(x) else None
 
 
-def _row(job: FileJob, key: str, stream: int, kind: str, a: np.ndarray, sr: int, info: audio_io.AudioInfo,
-         m, now: datetime) -> dict:  # noqa: ANN001
+def _row(
+    job: FileJob,
+    key: str,
+    stream: int,
+    kind: str,
+    a: np.ndarray,
+    sr: int,
+    info: audio_io.AudioInfo,
+    m,
+    now: datetime,
+) -> dict:  # noqa: ANN001
     flags = []
     if m.silence_ratio >= 1.0:
         flags.append("silent")
@@ -259,24 +295,55 @@ def _row(job: FileJob, key: str, stream: int, kind: str, a: np.ndarray, sr: int,
         valid, test = job.hash_split or (0.0, 0.0)
         split = hash_split(song, valid, test)
     return {
-        "key": key, "stem_id": m.content_hash, "source": job.source, "root": job.root, "path": job.path,
-        "stream": stream, "kind": kind, "song": song, "split": split, "origin": job.origin, "licence": job.licence,
-        "sample_rate": int(sr), "channels": int(a.shape[0]), "frames": int(a.shape[1]),
-        "duration_s": float(a.shape[1] / sr), "format": info.format, "subtype": info.subtype, "bytes": job.bytes,
-        "mtime": job.mtime, "lufs": _finite_or_none(m.lufs), "peak_dbfs": _finite_or_none(m.peak_dbfs),
-        "rms_dbfs": _finite_or_none(m.rms_dbfs), "clipping_ratio": float(m.clipping_ratio),
-        "silence_ratio": float(m.silence_ratio), "active": [[float(s), float(e)] for s, e in m.active],
+        "key": key,
+        "stem_id": m.content_hash,
+        "source": job.source,
+        "root": job.root,
+        "path": job.path,
+        "stream": stream,
+        "kind": kind,
+        "song": song,
+        "split": split,
+        "origin": job.origin,
+        "licence": job.licence,
+        "sample_rate": int(sr),
+        "channels": int(a.shape[0]),
+        "frames": int(a.shape[1]),
+        "duration_s": float(a.shape[1] / sr),
+        "format": info.format,
+        "subtype": info.subtype,
+        "bytes": job.bytes,
+        "mtime": job.mtime,
+        "lufs": _finite_or_none(m.lufs),
+        "peak_dbfs": _finite_or_none(m.peak_dbfs),
+        "rms_dbfs": _finite_or_none(m.rms_dbfs),
+        "clipping_ratio": float(m.clipping_ratio),
+        "silence_ratio": float(m.silence_ratio),
+        "active": [[float(s), float(e)] for s, e in m.active],
         "tempo_bpm": _finite_or_none(m.tempo_bpm) if m.tempo_bpm is not None else None,
-        "beats": [float(b) for b in m.beats_s], "flags": flags, "duplicate_of": None, "deleted": False,
-        "ingested_at": now, "schema_version": SCHEMA_VERSION,
+        "beats": [float(b) for b in m.beats_s],
+        "loudness_100ms": loudness_profile(a, sr).tolist(),
+        "flags": flags,
+        "duplicate_of": None,
+        "deleted": False,
+        "ingested_at": now,
+        "schema_version": SCHEMA_VERSION,
     }
 
 
 def _reject(job: FileJob, key: str, reason: str, now: datetime) -> dict:
     stream = int(key.rsplit("#", 1)[1]) if "#" in key else -1
     return {
-        "key": key, "source": job.source, "root": job.root, "path": job.path, "stream": stream, "reason": reason,
-        "bytes": job.bytes, "mtime": job.mtime, "rejected_at": now, "schema_version": SCHEMA_VERSION,
+        "key": key,
+        "source": job.source,
+        "root": job.root,
+        "path": job.path,
+        "stream": stream,
+        "reason": reason,
+        "bytes": job.bytes,
+        "mtime": job.mtime,
+        "rejected_at": now,
+        "schema_version": SCHEMA_VERSION,
     }
 
 
@@ -328,7 +395,9 @@ def ingest_sources(
     report.skipped = len(same)
     rows_n, rej_n = _measure_all(todo, cat, cfg, progress)
     report.measured, report.rejected = rows_n, rej_n
-    report.deleted = _mark_deleted(cat, {s.name for s in sources}, {k for j in all_jobs for k in j.row_keys()})
+    report.deleted = _mark_deleted(
+        cat, {s.name for s in sources}, {k for j in all_jobs for k in j.row_keys()}
+    )
     measured_keys = {k for j in todo for k in j.row_keys()}
     report.duplicates, report.leakage = finalize(cat, fixed_keys=measured_keys)
     report.summary = cat.summary().line()
@@ -337,8 +406,9 @@ def ingest_sources(
     return report
 
 
-def _measure_all(todo: list[FileJob], cat: Catalog, cfg: IngestConfig,
-                 progress: Callable[[int, int], None] | None) -> tuple[int, int]:
+def _measure_all(
+    todo: list[FileJob], cat: Catalog, cfg: IngestConfig, progress: Callable[[int, int], None] | None
+) -> tuple[int, int]:
     n_rows = n_rej = 0
     buf_rows: list[dict] = []
     buf_rej: list[dict] = []
@@ -397,6 +467,7 @@ def _mark_deleted(cat: Catalog, sources: set[str], present: set[str]) -> int:
         rec.update(deleted=True, ingested_at=now)
         rec["active"] = [list(x) for x in rec["active"]]
         rec["beats"] = list(rec["beats"])
+        rec["loudness_100ms"] = list(rec["loudness_100ms"])
         rec["flags"] = list(rec["flags"])
         rows.append(rec)
     cat.append("stems", rows)
@@ -417,7 +488,9 @@ def finalize(cat: Catalog, *, fixed_keys: set[str] | None = None) -> tuple[int, 
     dup_of.loc[live.index[mask.to_numpy()]] = canonical[mask].to_numpy()
     flags = t["flags"].map(list)
     _flag_length_mismatch(live, flags)
-    changed = (dup_of.fillna("") != t["duplicate_of"].fillna("")) | (flags.map(tuple) != t["flags"].map(tuple))
+    changed = (dup_of.fillna("") != t["duplicate_of"].fillna("")) | (
+        flags.map(tuple) != t["flags"].map(tuple)
+    )
     if changed.any():
         upd = t[changed].copy()
         upd["duplicate_of"] = dup_of[changed]
@@ -427,14 +500,18 @@ def finalize(cat: Catalog, *, fixed_keys: set[str] | None = None) -> tuple[int, 
         for r in recs:
             r["active"] = [list(x) for x in r["active"]]
             r["beats"] = list(r["beats"])
+            r["loudness_100ms"] = list(r["loudness_100ms"])
             r["duplicate_of"] = r["duplicate_of"] if isinstance(r["duplicate_of"], str) else None
         cat.append("stems", recs)
     cat.compact("stems")
     cat.compact("rejects", drop_keys=set(live["key"]) & (fixed_keys or set(live["key"])))
     leaks = _leakage(live)
     for song in leaks:
-        log.warning("train/test leakage: song %r appears in splits %s", song,
-                    sorted(live.loc[live["song"] == song, "split"].unique()))
+        log.warning(
+            "train/test leakage: song %r appears in splits %s",
+            song,
+            sorted(live.loc[live["song"] == song, "split"].unique()),
+        )
     return int(mask.sum()), leaks
 
 
@@ -458,9 +535,17 @@ def _leakage(live: pd.DataFrame) -> list[str]:
     return sorted(songs)
 
 
-def ingest_folder(root: str | Path, *, layout: str, catalog: str | Path, name: str | None = None,
-                  cfg: IngestConfig | None = None, origin: str = "unknown", licence: str = "unknown",
-                  progress: Callable[[int, int], None] | None = None) -> IngestReport:
+def ingest_folder(
+    root: str | Path,
+    *,
+    layout: str,
+    catalog: str | Path,
+    name: str | None = None,
+    cfg: IngestConfig | None = None,
+    origin: str = "unknown",
+    licence: str = "unknown",
+    progress: Callable[[int, int], None] | None = None,
+) -> IngestReport:
     """Ingest one folder with no config file (``layout`` = ``stems`` or ``musdb``)."""
     r = Path(root).resolve()
     lay = StemsLayout() if layout == "stems" else MusdbLayout() if layout == "musdb" else None

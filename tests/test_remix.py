@@ -1,0 +1,189 @@
+"""The remix engine on the real fixtures: determinism, bit-exact re-render, mixture == sum, cross-song rules,
+active windows, loudness calibration, MUSDB readability, config errors."""
+
+from __future__ import annotations
+
+import filecmp
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from augment.recipe import Recipe, read_recipes
+from augment.remix import build_pool, plan_recipes
+from augment.render import StemTable, build_remix, render_recipe
+from stemdb import audio
+from stemdb.config import RemixConfig, load_config
+from stemdb.errors import ConfigError
+from stemdb.measure import integrated_loudness
+
+ROOT = Path(__file__).parent.parent
+CFG = load_config(ROOT / "data.yaml").remix
+AUG = {t: {"channel_swap": {"p": 0.5}, "polarity": {"p": 0.5}, "gain": {"min_db": -2, "max_db": 2, "p": 0.5}}
+       for t in CFG.targets}
+FAST = CFG.model_copy(update={"augment": AUG})
+
+
+def _tree(d: Path) -> list[str]:
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())
+
+
+def _same_tree(a: Path, b: Path) -> None:
+    ta, tb = _tree(a), _tree(b)
+    assert ta == tb
+    for rel in ta:
+        if rel.endswith(".parquet"):
+            pd.testing.assert_frame_equal(pd.read_parquet(a / rel), pd.read_parquet(b / rel))
+        else:
+            assert filecmp.cmp(a / rel, b / rel, shallow=False), rel
+
+
+def test_same_seed_same_bytes_and_workers_do_not_matter(fixture_catalog: Path, tmp_path: Path) -> None:
+    kw = dict(n=9, seed=7, cfg=FAST, seconds=2.0, chunk_size=3)
+    s1 = build_remix(fixture_catalog, tmp_path / "a", workers=1, **kw)
+    build_remix(fixture_catalog, tmp_path / "b", workers=3, **kw)
+    assert s1.mixtures == 9 and s1.rendered == 9
+    _same_tree(tmp_path / "a", tmp_path / "b")
+    other = build_remix(fixture_catalog, tmp_path / "c", workers=1, **{**kw, "seed": 8})
+    assert other.mixtures == 9
+    assert _tree(tmp_path / "a") != _tree(tmp_path / "c")  # mix ids carry the plan hash
+
+
+def test_rerun_is_noop_and_interrupted_build_resumes(fixture_catalog: Path, tmp_path: Path) -> None:
+    kw = dict(n=6, seed=1, cfg=FAST, seconds=1.5, chunk_size=2)
+    build_remix(fixture_catalog, tmp_path / "ref", **kw)
+    again = build_remix(fixture_catalog, tmp_path / "ref", **kw)
+    assert again.rendered == 0 and again.skipped == 6
+    # simulate a kill: one chunk's record and one folder missing, a half-written temp folder left behind
+    build_remix(fixture_catalog, tmp_path / "cut", **kw)
+    parts = sorted((tmp_path / "cut" / ".parts").glob("chunk-*"))
+    parts[1].unlink()
+    recs = read_recipes(str(tmp_path / "cut" / "recipes.parquet"))
+    victim = tmp_path / "cut" / recs[3].split / recs[3].mix_id
+    for f in victim.iterdir():
+        f.unlink()
+    victim.rmdir()
+    (tmp_path / "cut" / "train" / ".tmp-mix-0000003-dead-1").mkdir()
+    (tmp_path / "cut" / "recipes.parquet").unlink()
+    resumed = build_remix(fixture_catalog, tmp_path / "cut", **kw)
+    assert resumed.rendered == 2
+    _same_tree(tmp_path / "ref", tmp_path / "cut")
+
+
+def test_rerender_is_bit_exact_and_mixture_is_sum(fixture_catalog: Path, tmp_path: Path) -> None:
+    build_remix(fixture_catalog, tmp_path / "o", n=5, seed=3, cfg=FAST, seconds=2.0)
+    table = StemTable.from_catalog(fixture_catalog)
+    for rec in read_recipes(str(tmp_path / "o" / "recipes.parquet")):
+        r = render_recipe(rec, table, FAST)
+        # in memory: mixture is the float32 sum of the stems in target order, to the last bit
+        acc = r.stems[0].copy()
+        for s in r.stems[1:]:
+            acc = acc + s
+        np.testing.assert_array_equal(r.mixture, acc)
+        folder = tmp_path / "o" / rec.split / rec.mix_id
+        files = {}
+        for name in ("mixture", *rec.targets):
+            files[name], sr = audio.read(folder / f"{name}.wav", dtype="int16")
+            assert sr == rec.sample_rate
+        # files hold exactly what a re-render gives
+        np.testing.assert_array_equal(audio.to_float32(files["mixture"]), r.mixture)
+        for i, name in enumerate(rec.targets):
+            np.testing.assert_array_equal(audio.to_float32(files[name]), r.stems[i])
+        # in the 16-bit files, mixture == sum of stems within 1 LSB (here: exactly)
+        total = sum(files[t].astype(np.int32) for t in rec.targets)
+        assert np.max(np.abs(total - files["mixture"].astype(np.int32))) <= 1
+
+
+def test_cross_song_never_repeats_a_song(fixture_catalog: Path) -> None:
+    recipes = plan_recipes(fixture_catalog, n=60, seed=0, cfg=FAST, seconds=2.0)
+    for r in recipes:
+        songs = [s.song for s in r.stems if s.stem_id is not None]
+        assert len(songs) == len(set(songs)) == 4, r.mix_id
+        assert r.mode == "cross_song"
+    used = {s.stem_id for r in recipes for s in r.stems}
+    assert len(used) > 15  # the draws spread over the pool
+
+
+def test_windows_overlap_active_regions(fixture_catalog: Path) -> None:
+    pool = build_pool(fixture_catalog, FAST)
+    rows = pd.concat([p.rows for p in pool.pools.values()]).drop_duplicates("stem_id").set_index("stem_id")
+    for r in plan_recipes(fixture_catalog, n=60, seed=5, cfg=FAST, seconds=2.0, pool=pool):
+        for s in r.stems:
+            row = rows.loc[s.stem_id]
+            span = r.duration_s * s.stretch_rate
+            assert 0.0 <= s.offset_s <= max(0.0, row.duration_s - span) + 1e-9
+            if row.duration_s > span:
+                assert any(a < s.offset_s + span and b > s.offset_s for a, b in row.active), (s.stem_id, s.offset_s)
+    # the fixture's silent vocals (Zeppelin) are never used
+    assert not (pool.pools["vocals"].rows["silence_ratio"] >= 1.0).any()
+
+
+def test_silent_prob_one_gives_silent_target(fixture_catalog: Path) -> None:
+    cfg = FAST.model_copy(update={"silent_prob": {"vocals": 1.0}})
+    table = StemTable.from_catalog(fixture_catalog)
+    for r in plan_recipes(fixture_catalog, n=5, seed=0, cfg=cfg, seconds=1.0):
+        assert r.stems[0].target == "vocals" and r.stems[0].stem_id is None
+        out = render_recipe(r, table, cfg)
+        assert not out.stems[0].any() and out.stems[1:].any()
+
+
+def test_loudness_calibrated_levels_follow_the_real_multitracks(fixture_catalog: Path) -> None:
+    cfg = FAST.model_copy(update={"augment": {}, "levels": FAST.levels.model_copy(update={"spread_lu": 1.0})})
+    pool = build_pool(fixture_catalog, cfg)
+    table = StemTable.from_catalog(fixture_catalog)
+    rel: dict[str, list[float]] = {t: [] for t in cfg.targets}
+    mix_err = []
+    for r in plan_recipes(fixture_catalog, n=30, seed=11, cfg=cfg, seconds=3.0, pool=pool):
+        out = render_recipe(r, table, cfg)
+        m = integrated_loudness(out.mixture, r.sample_rate)
+        mix_err.append(m - r.mix_target_lufs - out.clip_scale_db)
+        for t, s in zip(r.targets, out.stems, strict=True):
+            rel[t].append(integrated_loudness(s, r.sample_rate) - m)
+    for t in cfg.targets:
+        mean, _std, n_songs = pool.rel_lufs[t]
+        assert n_songs >= 3, t  # measured on the fixture multitracks, not the fallback
+        assert abs(np.mean(rel[t]) - mean) < 1.0, (t, np.mean(rel[t]), mean)
+    assert abs(np.median(mix_err)) < 1.0
+
+
+def test_rendered_set_opens_with_musdb(fixture_catalog: Path, tmp_path: Path) -> None:
+    import musdb
+
+    build_remix(fixture_catalog, tmp_path / "m", n=3, seed=0, cfg=FAST, seconds=1.0)
+    db = musdb.DB(root=str(tmp_path / "m"), is_wav=True, subsets="train")
+    assert len(db) == 3
+    track = db[0]
+    assert track.audio.shape == (44100, 2)
+    np.testing.assert_allclose(sum(track.targets[t].audio for t in ("vocals", "drums", "bass", "other")),
+                               track.audio, atol=1e-6)
+
+
+def test_recipe_row_round_trip(fixture_catalog: Path) -> None:
+    cfg = FAST.model_copy(update={"augment": {"vocals": {"pitch": {"min_semitones": -1, "max_semitones": 1, "p": 1},
+                                                         "spectral_filter": {"p": 1}}}})
+    r = plan_recipes(fixture_catalog, n=1, seed=2, cfg=cfg, seconds=1.0)[0]
+    back = Recipe.from_record(r.to_record())
+    assert back == r and back.mix_id == r.mix_id
+    assert r.stems[0].augment["pitch_semitones"] != 0.0
+
+
+def test_pitch_recipe_rerenders_bit_exact(fixture_catalog: Path) -> None:
+    cfg = FAST.model_copy(update={"augment": {"bass": {"pitch": {"min_semitones": 1, "max_semitones": 2, "p": 1},
+                                                       "stretch": {"min_rate": 0.9, "max_rate": 1.1, "p": 1}}}})
+    table = StemTable.from_catalog(fixture_catalog)
+    r = plan_recipes(fixture_catalog, n=1, seed=4, cfg=cfg, seconds=1.0)[0]
+    a, b = render_recipe(r, table, cfg), render_recipe(Recipe.from_record(r.to_record()), table, cfg)
+    np.testing.assert_array_equal(a.stems, b.stems)
+    assert a.stems.shape == (4, 2, 44100)
+
+
+@pytest.mark.parametrize(("update", "word"), [
+    ({"targets": ("vocals", "drums", "bass", "piano")}, "remix.targets"),
+    ({"augment": {"vocals": {"pitchh": {"p": 1}}}}, "pitchh"),
+    ({"augment": {"vocals": {"pitch": {"min_semitones": 3, "max_semitones": 1}}}}, "min_semitones"),
+])
+def test_invalid_configs_name_the_key(fixture_catalog: Path, update: dict, word: str) -> None:
+    cfg = RemixConfig().model_copy(update=update)
+    with pytest.raises(ConfigError, match=word):
+        plan_recipes(fixture_catalog, n=1, seed=0, cfg=cfg)
