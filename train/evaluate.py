@@ -1,0 +1,626 @@
+"""Evaluation of separated stems: BSSEval v4 SDR (museval, the MUSDB18 convention) and SI-SDR.
+
+The MUSDB18 convention, as ``museval`` computes it and SiSEC 2018 / every MUSDB18 paper reports it:
+
+* all estimated stems of one track are scored **jointly** (the interference projection spans every reference of
+  the track), with time-invariant distortion filters of 512 taps fitted on the whole track (BSSEval v4,
+  ``bss_eval_images``);
+* the SDR is computed on 1 s windows with a 1 s hop (a trailing partial window is dropped); a window where any
+  reference or any estimate is digital silence is NaN for every stem and ignored;
+* a track's SDR per stem is the median over its windows, the dataset's SDR per stem the median over tracks.
+
+A stem whose reference is digital silence over the whole track (an instrumental song's vocals) cannot be scored:
+museval itself would refuse the whole track. Here that stem is reported as ``None`` (JSON ``null``) for that track,
+the other stems are scored jointly without it, and the median over tracks skips it. A stem whose *estimate* is
+digital silence while its reference is not scores 0 dB, the value BSSEval gives an all-zero estimate (its
+projection is zero, so the whole reference counts as distortion); the other stems are then scored without it.
+
+SI-SDR (:func:`train.metrics.si_sdr`) is computed on each whole track, channels concatenated.
+
+Every score is clipped to ``[-MAX_DB, MAX_DB]``: an estimate equal to its reference has an infinite BSSEval SDR,
+which JSON cannot hold, and ``None`` would wrongly say "not scored".
+
+Folders follow the MUSDB18-HQ layout: ``<root>/<track>/<stem>.wav`` (or ``.flac``), optionally under split
+folders (``<root>/train/<track>/...``, ``<root>/test/<track>/...``); references may also be native MUSDB18
+``<root>/[split/]<track>.stem.mp4`` files. All audio is read through :mod:`stemdb.audio`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stemdb import audio
+from stemdb.errors import StemdbError
+from train.metrics import si_sdr
+
+logger = logging.getLogger(__name__)
+
+#: Scores are clipped to ``[-MAX_DB, MAX_DB]`` dB (a perfect estimate has an infinite BSSEval SDR).
+MAX_DB: float = 100.0
+
+#: The stem holding the mixture in MUSDB18 folders; never a target unless asked for.
+MIXTURE = "mixture"
+
+#: MUSDB18's target order; other stems follow alphabetically.
+MUSDB_STEM_ORDER: tuple[str, ...] = ("vocals", "drums", "bass", "other", "accompaniment")
+
+#: Endings of stem files in track folders, in order of preference.
+STEM_SUFFIXES: tuple[str, ...] = (".wav", ".flac")
+
+#: Split folders that may sit between a root and its track folders.
+SPLIT_FOLDERS: frozenset[str] = frozenset({"train", "test", "valid", "validation"})
+
+StemScores = dict[str, float | None]
+TrackScores = dict[str, StemScores]
+
+
+class EvaluationError(StemdbError, ValueError):
+    """Estimates and references cannot be scored together (sample rate, channels, missing track or reference)."""
+
+
+class MissingEstimateError(StemdbError, FileNotFoundError):
+    """An estimate file the evaluation needs does not exist; ``path`` names the file that was expected."""
+
+    def __init__(self, path: str | Path, reason: str = "estimate file missing") -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Scoring arrays
+# --------------------------------------------------------------------------------------------------------------
+
+
+def is_digital_silence(audio_: np.ndarray) -> bool:
+    """True when ``audio_`` ``(C, T)`` counts as silent for BSSEval: its channel sum is exactly zero at every sample.
+
+    This is museval's own test (an all-zero signal, or the rare one whose channels cancel exactly); such a
+    reference cannot take part in a BSSEval decomposition.
+    """
+    return bool(np.all(np.sum(audio_, axis=0) == 0))
+
+
+def bss_sdr(
+    references: Mapping[str, np.ndarray],
+    estimates: Mapping[str, np.ndarray],
+    sample_rate: int,
+    *,
+    window_s: float = 1.0,
+    hop_s: float = 1.0,
+) -> dict[str, float | None]:
+    """BSSEval v4 SDR per stem of one track, as museval computes it for MUSDB18.
+
+    Every stem in ``estimates`` is scored, jointly with the others (see the module docstring); when both
+    ``"vocals"`` and ``"accompaniment"`` are estimated, vocals are scored against accompaniment alone, as
+    museval's ``eval_mus_track`` does. Audio is converted to float64 (museval's own loading precision); estimates
+    are zero-padded or cut to the reference length, references of unequal length are zero-padded to the longest.
+
+    Args:
+        references: stem name -> true source ``(C, T)``; must hold every stem of ``estimates`` (more is fine).
+        estimates: stem name -> estimated source ``(C, T)`` with the reference's channel count.
+        sample_rate: samples per second of all arrays (Hz).
+        window_s: BSSEval window in seconds (MUSDB18: 1.0).
+        hop_s: BSSEval hop in seconds (MUSDB18: 1.0).
+
+    Returns:
+        stem -> median SDR over windows in dB (NaN windows ignored; may be ``inf`` for a perfect estimate), or
+        ``None`` where the reference is digital silence or every window is NaN.
+
+    Raises:
+        ValueError: no estimates, a stem without a reference, arrays not ``(C, T)``, channel counts that differ,
+            or a non-positive sample rate, window or hop.
+    """
+    stems = list(estimates)
+    refs, ests = _aligned(references, estimates, sample_rate)
+    for name, value in (("window_s", window_s), ("hop_s", hop_s)):
+        if not value > 0 or not math.isfinite(value):
+            raise ValueError(f"{name}={value!r}; allowed: a positive number of seconds")
+    win, hop = int(window_s * sample_rate), int(hop_s * sample_rate)
+    if win < 1 or hop < 1:
+        raise ValueError(f"window_s={window_s}, hop_s={hop_s} at {sample_rate} Hz give less than one sample")
+
+    out: dict[str, float | None] = dict.fromkeys(stems)
+    scorable = []
+    for stem in stems:
+        if is_digital_silence(refs[stem]):
+            logger.info("%s: reference is digital silence, not scored", stem)
+        elif is_digital_silence(ests[stem]):
+            logger.warning("%s: estimate is digital silence while the reference is not: SDR 0 dB", stem)
+            out[stem] = 0.0
+        else:
+            scorable.append(stem)
+
+    for group, keep in _museval_groups(scorable):
+        values = _museval_sdr([refs[s] for s in group], [ests[s] for s in group], win, hop)
+        for stem, framewise in zip(group, values, strict=True):
+            if stem in keep:
+                out[stem] = _nanmedian_or_none(framewise)
+    return out
+
+
+def score_track(
+    references: Mapping[str, np.ndarray],
+    estimates: Mapping[str, np.ndarray],
+    sample_rate: int,
+    *,
+    window_s: float = 1.0,
+    hop_s: float = 1.0,
+) -> TrackScores:
+    """BSSEval v4 SDR (:func:`bss_sdr`) and whole-track SI-SDR per stem of one track, in dB.
+
+    Args:
+        references: stem -> true source ``(C, T)``.
+        estimates: stem -> estimated source ``(C, T)``; every stem here is scored.
+        sample_rate: Hz.
+        window_s, hop_s: BSSEval window and hop in seconds.
+
+    Returns:
+        ``{stem: {"SDR": dB | None, "SI-SDR": dB | None}}``, both ``None`` where the reference is digital
+        silence; values clipped to ``±MAX_DB``.
+    """
+    sdrs = bss_sdr(references, estimates, sample_rate, window_s=window_s, hop_s=hop_s)
+    refs, ests = _aligned(references, estimates, sample_rate)
+    out: TrackScores = {}
+    for stem in estimates:
+        si = None if is_digital_silence(refs[stem]) else float(si_sdr(ests[stem], refs[stem]))
+        out[stem] = {"SDR": _clip_db(sdrs[stem]), "SI-SDR": _clip_db(si)}
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Scoring folders
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReferenceTrack:
+    """Where one reference track lives: a folder of stem files, or a native ``.stem.mp4``."""
+
+    name: str
+    path: Path
+
+    @property
+    def is_stem_mp4(self) -> bool:
+        return audio.is_stem_mp4(self.path)
+
+    def stems(self) -> tuple[str, ...]:
+        """Stem names available (``mixture`` included)."""
+        if self.is_stem_mp4:
+            return audio.STEM_MP4_STREAMS
+        return tuple(sorted({p.stem for p in self.path.iterdir() if p.suffix.lower() in STEM_SUFFIXES}))
+
+    def stem_path(self, stem: str) -> Path | None:
+        """The file holding ``stem`` (the ``.stem.mp4`` itself for native files), or ``None``."""
+        if self.is_stem_mp4:
+            return self.path if stem in audio.STEM_MP4_STREAMS else None
+        return _stem_file(self.path, stem)
+
+
+def find_tracks(root: Path, *, allow_stem_mp4: bool = False) -> dict[str, Path]:
+    """Track name -> track folder (or ``.stem.mp4`` file) under ``root``, a MUSDB18-style folder.
+
+    A track folder is a folder holding ``.wav``/``.flac`` files; it may sit directly in ``root`` or one level
+    down in a split folder (``train``, ``test``, ...). With ``allow_stem_mp4``, ``<track>.stem.mp4`` files count too.
+
+    Raises:
+        EvaluationError: ``root`` is not a folder, or one track name appears twice (e.g. in train and test).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise EvaluationError(f"{root}: not a folder of tracks")
+    found: dict[str, Path] = {}
+
+    def add(name: str, path: Path) -> None:
+        if name in found:
+            raise EvaluationError(f"track {name!r} appears twice: {found[name]} and {path}")
+        found[name] = path
+
+    for child in sorted(root.iterdir()):
+        if child.is_dir() and _has_stem_files(child):
+            add(child.name, child)
+        elif child.is_dir() and child.name.lower() in SPLIT_FOLDERS:
+            for sub in sorted(child.iterdir()):
+                if sub.is_dir() and _has_stem_files(sub):
+                    add(sub.name, sub)
+                elif allow_stem_mp4 and sub.is_file() and audio.is_stem_mp4(sub):
+                    add(sub.name[: -len(".stem.mp4")], sub)
+        elif allow_stem_mp4 and child.is_file() and audio.is_stem_mp4(child):
+            add(child.name[: -len(".stem.mp4")], child)
+    return found
+
+
+def score_folders(
+    estimates: Path,
+    references: Path,
+    *,
+    stems: Iterable[str] | None = None,
+    workers: int = 1,
+    window_s: float = 1.0,
+    hop_s: float = 1.0,
+    on_track: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Score every track folder of ``estimates`` against its namesake in ``references``.
+
+    Args:
+        estimates: ``EST/<track>/<stem>.wav`` (or ``.flac``; split folders allowed).
+        references: ``REF/<track>/<stem>.{wav,flac}``: a MUSDB18-HQ root (``train/``, ``test/``), a flat folder
+            of tracks, or native ``.stem.mp4`` files. Tracks are matched by name; reference tracks without
+            estimates are ignored.
+        stems: stems to score; ``None`` scores every reference stem except ``mixture``. ``"accompaniment"`` may
+            be asked for even when the references lack it (it is then the sum of the other non-vocal stems).
+        workers: tracks scored in parallel (a process pool when > 1; each worker uses one BLAS thread).
+        window_s, hop_s: BSSEval window and hop in seconds.
+        on_track: called as ``on_track(track, done, total)`` after each track (progress display).
+
+    Returns:
+        ``{"median": {STEM: {"SDR": x, "SI-SDR": y}}, "tracks": {TRACK: {STEM: {"SDR": x, "SI-SDR": y}}}}`` in dB,
+        medians over the tracks where the stem was scored, ``None`` where it was not.
+
+    Raises:
+        MissingEstimateError: an estimate file is missing (its expected path is named).
+        EvaluationError: no estimate tracks, a track without a reference, a missing reference stem, or a sample
+            rate / channel mismatch.
+    """
+    est_tracks = find_tracks(Path(estimates))
+    if not est_tracks:
+        raise EvaluationError(f"{estimates}: no track folders with .wav/.flac stems")
+    ref_tracks = find_tracks(Path(references), allow_stem_mp4=True)
+    jobs = []
+    for name, est_dir in est_tracks.items():
+        if name not in ref_tracks:
+            raise EvaluationError(f"{est_dir}: no reference track named {name!r} under {references}")
+        ref = ReferenceTrack(name, ref_tracks[name])
+        track_stems = _track_stems(ref, stems)
+        est_paths = {}
+        for stem in track_stems:
+            path = _stem_file(est_dir, stem)
+            if path is None:
+                raise MissingEstimateError(est_dir / f"{stem}.wav", f"estimate of {stem!r} for track {name!r} missing")
+            est_paths[stem] = path
+        jobs.append(_TrackJob(ref, track_stems, est_paths, window_s, hop_s))
+    return _run_jobs(jobs, workers=workers, on_track=on_track)
+
+
+def score_mixture(
+    references: Path,
+    *,
+    tracks: Iterable[str] | None = None,
+    stems: Iterable[str] | None = None,
+    workers: int = 1,
+    window_s: float = 1.0,
+    hop_s: float = 1.0,
+    on_track: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Score the unprocessed mixture as the estimate of every stem (the identity "model"), the baseline for
+    :func:`sdr_improvement`. Same arguments and result shape as :func:`score_folders`; ``tracks`` limits the
+    reference tracks scored (default: all).
+
+    Raises:
+        EvaluationError: a named track is not in ``references``, or a track has no mixture.
+    """
+    ref_tracks = find_tracks(Path(references), allow_stem_mp4=True)
+    names = sorted(ref_tracks) if tracks is None else list(tracks)
+    if not names:
+        raise EvaluationError(f"{references}: no reference tracks")
+    jobs = []
+    for name in names:
+        if name not in ref_tracks:
+            raise EvaluationError(f"track {name!r} not found under {references}")
+        ref = ReferenceTrack(name, ref_tracks[name])
+        if ref.stem_path(MIXTURE) is None:
+            raise EvaluationError(f"{ref.path}: no {MIXTURE}.wav/.flac to use as the identity estimate")
+        jobs.append(_TrackJob(ref, _track_stems(ref, stems), None, window_s, hop_s))
+    return _run_jobs(jobs, workers=workers, on_track=on_track)
+
+
+def median_scores(tracks: Mapping[str, TrackScores]) -> TrackScores:
+    """Per stem and metric, the median over tracks of the non-``None`` values (``None`` if there are none)."""
+    stems = _ordered({s for t in tracks.values() for s in t})
+    metrics = _ordered({m for t in tracks.values() for v in t.values() for m in v}, order=("SDR", "SI-SDR"))
+    out: TrackScores = {}
+    for stem in stems:
+        out[stem] = {}
+        for metric in metrics:
+            vals = [t[stem].get(metric) for t in tracks.values() if stem in t]
+            vals = [float(v) for v in vals if v is not None and not math.isnan(v)]
+            out[stem][metric] = float(np.median(vals)) if vals else None
+    return out
+
+
+def sdr_improvement(scores: Mapping[str, Any], mixture_scores: Mapping[str, Any]) -> TrackScores:
+    """Improvement over the unprocessed mixture per stem: median over tracks of (model - mixture), in dB.
+
+    Args:
+        scores: a model's result of :func:`score_folders`.
+        mixture_scores: :func:`score_mixture` (or identity-model :func:`score_folders`) on the same references.
+
+    Returns:
+        ``{stem: {"SDR": dB | None, "SI-SDR": dB | None}}``: the median of the per-track paired differences over
+        the tracks where both are scored (``None`` where there is none). Tracks in only one of the two are
+        ignored (with a warning).
+
+    Raises:
+        ValueError: either argument lacks ``"tracks"``, or they share no track.
+    """
+    for label, s in (("scores", scores), ("mixture_scores", mixture_scores)):
+        if not isinstance(s, Mapping) or "tracks" not in s:
+            raise ValueError(f"{label} has no 'tracks' key; allowed: the dict score_folders returns")
+    model, base = scores["tracks"], mixture_scores["tracks"]
+    common = sorted(set(model) & set(base))
+    if not common:
+        raise ValueError("scores and mixture_scores share no track; allowed: scores of the same references")
+    only = sorted(set(model) ^ set(base))
+    if only:
+        logger.warning("sdr_improvement: %d track(s) scored on one side only, ignored: %s", len(only), only)
+    diffs: dict[str, TrackScores] = {}
+    for track in common:
+        diffs[track] = {}
+        for stem, values in model[track].items():
+            if stem not in base[track]:
+                continue
+            diffs[track][stem] = {
+                metric: (None if v is None or base[track][stem].get(metric) is None
+                         else float(v) - float(base[track][stem][metric]))
+                for metric, v in values.items()
+            }
+    return median_scores(diffs)
+
+
+def write_scores(scores: Mapping[str, Any], out: Path) -> Path:
+    """Write ``scores`` as JSON atomically (temp file + rename); NaN and ±inf become ``null``.
+
+    Returns:
+        the path written.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_json_safe(scores), indent=2, allow_nan=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return out
+
+
+def read_scores(path: Path) -> dict[str, Any]:
+    """Load a scores JSON written by :func:`write_scores`."""
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Internals
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _TrackJob:
+    ref: ReferenceTrack
+    stems: tuple[str, ...]
+    est_paths: dict[str, Path] | None  # None: the mixture is the estimate of every stem
+    window_s: float
+    hop_s: float
+
+
+def _run_jobs(
+    jobs: list[_TrackJob], *, workers: int, on_track: Callable[[str, int, int], None] | None
+) -> dict[str, Any]:
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers={workers!r}; allowed: an integer >= 1")
+    jobs = sorted(jobs, key=lambda j: j.ref.name)
+    t0 = time.perf_counter()
+    results: dict[str, TrackScores] = {}
+
+    def done(name: str, track_scores: TrackScores) -> None:
+        results[name] = track_scores
+        logger.info("scored %s (%d/%d)", name, len(results), len(jobs))
+        if on_track is not None:
+            on_track(name, len(results), len(jobs))
+
+    if workers == 1 or len(jobs) == 1:
+        for job in jobs:
+            done(job.ref.name, _score_job(job))
+    else:
+        ctx = multiprocessing.get_context("spawn")  # safe with torch/OpenMP threads in the parent
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
+            futures = [(job.ref.name, pool.submit(_score_job_single_thread, job)) for job in jobs]
+            for name, fut in futures:
+                done(name, fut.result())
+    tracks = {name: results[name] for name in sorted(results)}
+    n_stems = sum(len(t) for t in tracks.values())
+    logger.info("scored %d tracks (%d stems) in %.1f s", len(tracks), n_stems, time.perf_counter() - t0)
+    return {"median": median_scores(tracks), "tracks": tracks}
+
+
+def _score_job_single_thread(job: _TrackJob) -> TrackScores:
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl ships with scipy's usual stacks
+        return _score_job(job)
+    with threadpool_limits(limits=1):
+        return _score_job(job)
+
+
+def _score_job(job: _TrackJob) -> TrackScores:
+    refs, sr = _load_references(job.ref, job.stems, with_mixture=job.est_paths is None)
+    if job.est_paths is None:
+        ests = {stem: refs[MIXTURE] for stem in job.stems}
+    else:
+        ests = {}
+        for stem, path in job.est_paths.items():
+            est, est_sr = audio.read(path)
+            if est_sr != sr:
+                raise EvaluationError(f"{path}: sample rate {est_sr} Hz, references of {job.ref.name!r} are {sr} Hz")
+            if est.shape[0] != refs[stem].shape[0]:
+                raise EvaluationError(
+                    f"{path}: {est.shape[0]} channel(s), the reference of {stem!r} has {refs[stem].shape[0]}"
+                )
+            ests[stem] = est
+    return score_track(refs, ests, sr, window_s=job.window_s, hop_s=job.hop_s)
+
+
+def _load_references(ref: ReferenceTrack, stems: tuple[str, ...], *, with_mixture: bool) -> tuple[dict, int]:
+    wanted = list(stems) + ([MIXTURE] if with_mixture and MIXTURE not in stems else [])
+    derive_acc = "accompaniment" in wanted and ref.stem_path("accompaniment") is None
+    if derive_acc:
+        wanted.remove("accompaniment")
+        wanted += [s for s in ref.stems() if s not in ("vocals", MIXTURE, "accompaniment") and s not in wanted]
+    out: dict[str, np.ndarray] = {}
+    rate = 0
+    if ref.is_stem_mp4:
+        idx = [audio.STEM_MP4_STREAMS.index(s) for s in wanted]
+        data, rate = audio.read_stem_mp4(ref.path, streams=idx)
+        out = dict(zip(wanted, data, strict=True))
+    else:
+        for stem in wanted:
+            path = ref.stem_path(stem)
+            if path is None:
+                raise EvaluationError(f"{ref.path}: reference stem {stem!r} missing (no {stem}.wav or .flac)")
+            out[stem], sr = audio.read(path)
+            if rate and sr != rate:
+                raise EvaluationError(f"{path}: sample rate {sr} Hz, other stems of {ref.name!r} are {rate} Hz")
+            rate = sr
+    if derive_acc:
+        parts = [out[s] for s in out if s not in ("vocals", MIXTURE)]
+        n = max(p.shape[-1] for p in parts)
+        out["accompaniment"] = sum(_pad(p, n) for p in parts)
+    return out, rate
+
+
+def _track_stems(ref: ReferenceTrack, stems: Iterable[str] | None) -> tuple[str, ...]:
+    if stems is None:
+        found = [s for s in ref.stems() if s != MIXTURE]
+        if not found:
+            raise EvaluationError(f"{ref.path}: no reference stems besides {MIXTURE}")
+        return tuple(_ordered(found))
+    chosen = tuple(dict.fromkeys(stems))
+    if not chosen:
+        raise ValueError("stems=[] ; allowed: None or a non-empty list of stem names")
+    for stem in chosen:
+        if ref.stem_path(stem) is None and stem != "accompaniment":
+            raise EvaluationError(f"{ref.path}: reference stem {stem!r} missing (no {stem}.wav or .flac)")
+    return chosen
+
+
+def _stem_file(folder: Path, stem: str) -> Path | None:
+    for suffix in STEM_SUFFIXES:
+        p = folder / f"{stem}{suffix}"
+        if p.is_file():
+            return p
+    return None
+
+
+def _has_stem_files(folder: Path) -> bool:
+    return any(p.suffix.lower() in STEM_SUFFIXES and p.is_file() for p in folder.iterdir())
+
+
+def _ordered(names: Iterable[str], order: tuple[str, ...] = (MIXTURE, *MUSDB_STEM_ORDER)) -> list[str]:
+    rank = {n: i for i, n in enumerate(order)}
+    return sorted(set(names), key=lambda n: (rank.get(n, len(rank)), n))
+
+
+def _aligned(
+    references: Mapping[str, np.ndarray], estimates: Mapping[str, np.ndarray], sample_rate: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Validated float64 copies: references zero-padded to the longest, estimates padded or cut to match."""
+    if not isinstance(sample_rate, int | np.integer) or sample_rate <= 0:
+        raise ValueError(f"sample_rate={sample_rate!r}; allowed: a positive integer (Hz)")
+    if not estimates:
+        raise ValueError("estimates is empty; allowed: at least one stem -> (channels, samples) array")
+    missing = [s for s in estimates if s not in references]
+    if missing:
+        raise ValueError(f"estimates {missing} have no reference; references hold {sorted(references)}")
+    refs = {s: np.asarray(references[s], dtype=np.float64) for s in estimates}
+    ests = {s: np.asarray(estimates[s], dtype=np.float64) for s in estimates}
+    for stem in estimates:
+        r, e = refs[stem], ests[stem]
+        if r.ndim != 2 or e.ndim != 2 or r.shape[1] == 0:
+            raise ValueError(
+                f"{stem}: reference {r.shape}, estimate {e.shape}; allowed: (channels, samples) arrays, samples > 0"
+            )
+        if r.shape[0] != e.shape[0]:
+            raise ValueError(f"{stem}: estimate has {e.shape[0]} channel(s), reference {r.shape[0]}")
+    channels = {r.shape[0] for r in refs.values()}
+    if len(channels) > 1:
+        raise ValueError(f"references have different channel counts {sorted(channels)}; allowed: one count")
+    n = max(r.shape[1] for r in refs.values())
+    for stem in estimates:
+        if refs[stem].shape[1] != n or ests[stem].shape[1] != n:
+            logger.debug("%s: reference %d, estimate %d samples, aligned to %d", stem, refs[stem].shape[1],
+                         ests[stem].shape[1], n)
+        refs[stem], ests[stem] = _pad(refs[stem], n), _pad(ests[stem], n)
+    return refs, ests
+
+
+def _pad(x: np.ndarray, n: int) -> np.ndarray:
+    if x.shape[-1] >= n:
+        return x[..., :n]
+    return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n - x.shape[-1])])
+
+
+def _museval_groups(stems: list[str]) -> list[tuple[list[str], set[str]]]:
+    """The joint evaluations museval's ``eval_mus_track`` makes: (stems evaluated together, stems kept)."""
+    if "vocals" in stems and "accompaniment" in stems:
+        rest = [s for s in stems if s != "accompaniment"]
+        groups = [(rest, set(rest) - {"vocals"})] if len(rest) > 1 else []
+        return [*groups, (["vocals", "accompaniment"], {"vocals", "accompaniment"})]
+    return [(stems, set(stems))] if stems else []
+
+
+def _museval_sdr(refs: list[np.ndarray], ests: list[np.ndarray], win: int, hop: int) -> np.ndarray:
+    """Framewise SDR ``(n_stems, n_windows)`` from ``museval.evaluate`` on ``(C, T)`` arrays."""
+    import museval  # imported here: it pulls in musdb and pandas (about 1.5 s)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sdr, _isr, _sir, _sar = museval.evaluate([r.T for r in refs], [e.T for e in ests], win=win, hop=hop)
+    return np.asarray(sdr, dtype=np.float64)
+
+
+def _nanmedian_or_none(values: np.ndarray) -> float | None:
+    values = np.asarray(values, dtype=np.float64)
+    values = values[~np.isnan(values)]
+    return float(np.median(values)) if values.size else None
+
+
+def _clip_db(value: float | None) -> float | None:
+    if value is None or math.isnan(value):
+        return None
+    return float(min(max(value, -MAX_DB), MAX_DB))
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        if math.isinf(obj):
+            logger.warning("write_scores: %s written as null", obj)
+        return None
+    return obj
