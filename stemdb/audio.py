@@ -71,6 +71,7 @@ def info(path: str | Path, *, stream: int | None = None) -> AudioInfo:
         i = sf.info(str(p))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise AudioReadError(p, f"not readable as audio ({exc})") from exc
+    _check_riff_size(p)
     return AudioInfo(int(i.samplerate), int(i.channels), int(i.frames), str(i.format), str(i.subtype))
 
 
@@ -219,6 +220,20 @@ def _check_exists(p: Path) -> None:
         raise AudioReadError(p, "no such file")
     if p.stat().st_size == 0:
         raise AudioReadError(p, "empty file (0 bytes)")
+
+
+def _check_riff_size(p: Path) -> None:
+    """A WAV whose RIFF header promises more bytes than the file holds was cut short (libsndfile reads the
+    remainder silently, so the check is done here)."""
+    if p.suffix.lower() != ".wav":
+        return
+    with open(p, "rb") as fh:
+        head = fh.read(12)
+    if len(head) == 12 and head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        promised = int.from_bytes(head[4:8], "little") + 8
+        actual = p.stat().st_size
+        if promised > actual and promised != 0xFFFFFFFF + 8:
+            raise AudioReadError(p, f"truncated: RIFF header says {promised} bytes, the file has {actual}")
 
 
 def _stem_mp4_info(p: Path, stream: int) -> AudioInfo:

@@ -461,17 +461,25 @@ def _mark_deleted(cat: Catalog, sources: set[str], present: set[str]) -> int:
     gone = df[~df["key"].isin(present)]
     if gone.empty:
         return 0
-    now = datetime.now(UTC)
-    rows = []
-    for rec in gone.to_dict("records"):
-        rec.update(deleted=True, ingested_at=now)
-        rec["active"] = [list(x) for x in rec["active"]]
-        rec["beats"] = list(rec["beats"])
-        rec["loudness_100ms"] = list(rec["loudness_100ms"])
-        rec["flags"] = list(rec["flags"])
-        rows.append(rec)
+    rows = df_records(gone.assign(deleted=True, ingested_at=datetime.now(UTC)))
     cat.append("stems", rows)
     return len(rows)
+
+
+def df_records(df: pd.DataFrame) -> list[dict]:
+    """Rows of a stems DataFrame as dicts the Arrow schema accepts: NaN/NA -> None, arrays -> lists."""
+    out = []
+    for rec in df.to_dict("records"):
+        clean = {}
+        for k, v in rec.items():
+            if isinstance(v, np.ndarray | list | tuple):
+                clean[k] = [x.tolist() if isinstance(x, np.ndarray) else x for x in v]
+            elif v is None or (not isinstance(v, str | bytes | datetime) and pd.isna(v)):
+                clean[k] = None
+            else:
+                clean[k] = v
+        out.append(clean)
+    return out
 
 
 def finalize(cat: Catalog, *, fixed_keys: set[str] | None = None) -> tuple[int, list[str]]:
@@ -496,12 +504,7 @@ def finalize(cat: Catalog, *, fixed_keys: set[str] | None = None) -> tuple[int, 
         upd["duplicate_of"] = dup_of[changed]
         upd["flags"] = flags[changed]
         upd["ingested_at"] = datetime.now(UTC)
-        recs = upd.to_dict("records")
-        for r in recs:
-            r["active"] = [list(x) for x in r["active"]]
-            r["beats"] = list(r["beats"])
-            r["loudness_100ms"] = list(r["loudness_100ms"])
-            r["duplicate_of"] = r["duplicate_of"] if isinstance(r["duplicate_of"], str) else None
+        recs = df_records(upd)
         cat.append("stems", recs)
     cat.compact("stems")
     cat.compact("rejects", drop_keys=set(live["key"]) & (fixed_keys or set(live["key"])))
