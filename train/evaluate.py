@@ -264,7 +264,9 @@ def score_folders(
             estimates are ignored.
         stems: stems to score; ``None`` scores every reference stem except ``mixture``. ``"accompaniment"`` may
             be asked for even when the references lack it (it is then the sum of the other non-vocal stems).
-        workers: tracks scored in parallel (a process pool when > 1; each worker uses one BLAS thread).
+        workers: tracks scored in parallel (a ``spawn`` process pool when > 1, each worker with one BLAS thread;
+            a script calling this needs the ``if __name__ == "__main__":`` guard). museval needs about 2.3 GB
+            per worker for a 60 s 4-stem track and grows with track length (its FFTs span the whole track).
         window_s, hop_s: BSSEval window and hop in seconds.
         on_track: called as ``on_track(track, done, total)`` after each track (progress display).
 
