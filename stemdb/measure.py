@@ -1,7 +1,8 @@
 """Per-stem measurements, computed once per decoded file by the ingest step.
 
 Everything here works on ``(channels, samples)`` float arrays (float32 in the catalogue pipeline), full scale ±1.0.
-Levels are in dBFS (0 dBFS = a sample of magnitude 1.0), loudness in LUFS (ITU-R BS.1770-4), times in seconds.
+Levels are in dBFS (0 dBFS = a sample of magnitude 1.0, so a full-scale sine has an RMS of -3.01 dBFS), loudness in
+LUFS (ITU-R BS.1770-4), times in seconds.
 
 Loudness follows ITU-R BS.1770-4: a K-weighting pre-filter (high-frequency shelf + RLB high-pass) per channel,
 mean square over 400 ms gating blocks with 75 % overlap, channel weights (1.0 for L, R, C; 1.41 for the surround
@@ -9,19 +10,31 @@ pair), an absolute gate at -70 LUFS and a relative gate 10 LU below the loudness
 gate. The standard specifies the two filters at 48 kHz only; here they are re-derived for any sample rate from the
 analogue prototype of the 48 kHz biquads (inverse bilinear transform at 48 kHz, then a bilinear transform at the
 target rate pre-warped at each stage's corner frequency), so 48 kHz reproduces the standard's coefficients exactly.
-The implementation is vectorised: the filter runs in C (``scipy.signal.sosfilt``), block energies are sums over
-100 ms hops, and the gating works on arrays.
+(pyloudnorm designs its filters from audio-EQ-cookbook parameters instead and reads about 0.04 LU lower.)
+
+Speed: :func:`measure` makes one pass over the samples. With numba (a librosa dependency, imported lazily) one
+compiled loop runs the K-weighting filter on two channels at once, sums block energies and window energies, finds
+the peak, counts clipped samples and quantises to int16 for the content hash, without intermediate arrays. Without
+numba (or with ``backend="numpy"``) the same results come from ``scipy.signal.sosfilt`` and vectorised numpy; the
+two backends agree to 1e-6 relative (tested). Neither loops over gating blocks in Python.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
+from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any, Literal
 
 import numpy as np
 from scipy import signal
 
 logger = logging.getLogger(__name__)
+
+Backend = Literal["auto", "numba", "numpy"]
+_BACKENDS: tuple[str, ...] = ("auto", "numba", "numpy")
 
 #: Loudness of a block whose weighted mean square is 1.0 (BS.1770-4, eq. 2): -0.691 LUFS.
 LUFS_OFFSET: float = -0.691
@@ -33,6 +46,11 @@ BLOCK_S: float = 0.4
 HOP_S: float = 0.1
 #: BS.1770-4 channel weights in channel order L, R, C, Ls, Rs.
 CHANNEL_WEIGHTS: tuple[float, ...] = (1.0, 1.0, 1.0, 1.41, 1.41)
+#: Sample rate (Hz) librosa's beat tracker runs at.
+TEMPO_RATE: int = 22050
+#: int16 full scale used by :func:`content_hash` (``round(x * 32768)``, clipped to int16).
+PCM16_SCALE: float = 32768.0
+_HASH_VERSION = b"stemdb-pcm16-v1"
 
 # BS.1770-4 Table 1 and Table 2: the two pre-filter biquads at 48 kHz (b0, b1, b2, a0, a1, a2).
 _REFERENCE_RATE = 48000.0
@@ -43,8 +61,128 @@ _SHELF_PREWARP_HZ = 1500.0
 _HIGHPASS_PREWARP_HZ = 38.0
 
 
+# --------------------------------------------------------------------------------------------------------------
+# public API
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """What :func:`measure` finds in one decoded stem.
+
+    Attributes:
+        lufs: BS.1770-4 integrated loudness (LUFS); ``-inf`` for silence or audio shorter than 400 ms.
+        peak_dbfs: sample peak over all channels (dBFS); ``-inf`` for digital silence.
+        rms_dbfs: RMS over all channels and samples (dBFS, full-scale square = 0 dBFS); ``-inf`` for silence.
+        clipping_ratio: share of samples (all channels) with ``|x| >= clip_level``, in [0, 1].
+        silence_ratio: share of the duration in windows whose RMS is at or below the silence threshold, in [0, 1].
+        active: ``[start_s, end_s)`` regions (seconds) above the threshold, merged, in time order.
+        tempo_bpm: librosa's tempo estimate (beats per minute); ``None`` when off, silent or no beat found.
+        beats_s: beat times (seconds); empty when ``tempo_bpm`` is ``None``.
+        content_hash: :func:`content_hash` of the audio (32 hex characters).
+    """
+
+    lufs: float
+    peak_dbfs: float
+    rms_dbfs: float
+    clipping_ratio: float
+    silence_ratio: float
+    active: list[tuple[float, float]]
+    tempo_bpm: float | None
+    beats_s: list[float]
+    content_hash: str
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def as_record(self) -> dict[str, Any]:
+        """Catalogue-ready values: ``-inf`` levels become ``None``, regions become ``[start_s, end_s]`` lists."""
+        return {
+            "lufs": _finite_or_none(self.lufs),
+            "peak_dbfs": _finite_or_none(self.peak_dbfs),
+            "rms_dbfs": _finite_or_none(self.rms_dbfs),
+            "clipping_ratio": float(self.clipping_ratio),
+            "silence_ratio": float(self.silence_ratio),
+            "active": [[float(a), float(b)] for a, b in self.active],
+            "tempo_bpm": self.tempo_bpm,
+            "beats_s": [float(t) for t in self.beats_s],
+            "content_hash": self.content_hash,
+        }
+
+
+def measure(
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    silence_db: float = -45.0,
+    window_s: float = 0.1,
+    clip_level: float = 0.999,
+    tempo: bool = True,
+    min_gap_s: float = 0.0,
+    channel_weights: tuple[float, ...] | None = None,
+    backend: Backend = "auto",
+) -> Measurements:
+    """Measure one decoded stem in a single pass over its samples.
+
+    Args:
+        audio: ``(channels, samples)`` float array (float32 from :func:`stemdb.audio.read`), full scale ±1.0.
+        sample_rate: Hz.
+        silence_db: RMS threshold (dBFS) of a window; windows at or below it are silent, above it active.
+        window_s: silence/activity window length (seconds); the last window may be shorter.
+        clip_level: a sample with ``|x| >= clip_level`` counts as clipped (linear full scale, > 0).
+        tempo: estimate tempo and beats with librosa (slow: about 50-100x real time); off gives ``None`` / ``[]``.
+        min_gap_s: active regions separated by less than this (seconds) are merged into one.
+        channel_weights: BS.1770 channel weights (see :func:`integrated_loudness`).
+        backend: ``"auto"`` (numba when importable), ``"numba"`` or ``"numpy"``.
+
+    Returns:
+        :class:`Measurements`.
+
+    Raises:
+        ValueError: bad shape, rate or parameter, or NaN/inf samples (the message names which).
+    """
+    x = _as_channels(audio, "audio")
+    rate = _check_rate(sample_rate)
+    _check_finite(silence_db, "silence_db")
+    _check_positive(window_s, "window_s")
+    _check_positive(clip_level, "clip_level")
+    _check_non_negative(min_gap_s, "min_gap_s")
+    weights = _channel_weights(x.shape[0], channel_weights)
+    kernels = _resolve_backend(backend)
+    n_channels, n = x.shape
+    win_bounds = _window_bounds(n, _window_len(window_s, rate))
+    stats = _sample_stats(x, win_bounds, clip_level, True, kernels)
+    if not math.isfinite(stats.sum_sq):
+        bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+        raise ValueError(f"audio has {bad} NaN/inf samples; measurements need finite samples")
+    hop_energy = _k_hop_energies(x, rate, _hop_bounds(n, rate), kernels)
+    lufs = _gated_loudness(_block_energies_from_hops(hop_energy, n, rate, weights))
+    total = n_channels * n
+    digital_silence = stats.peak == 0.0
+    win_lengths = np.diff(win_bounds)
+    active_mask = _active_windows(stats.window_energy, win_lengths * n_channels, silence_db)
+    silence_ratio = 1.0 if n == 0 else float(win_lengths[~active_mask].sum() / n)
+    active = _regions(active_mask, win_bounds, rate, min_gap_s)
+    tempo_bpm, beats = (None, [])
+    if tempo and not digital_silence and np.isfinite(lufs):
+        tempo_bpm, beats = estimate_tempo(x, rate)
+    return Measurements(
+        lufs=lufs,
+        peak_dbfs=_db(stats.peak, 20.0),
+        rms_dbfs=_db(stats.sum_sq / total if total else 0.0, 10.0),
+        clipping_ratio=stats.clipped / total if total else 0.0,
+        silence_ratio=silence_ratio,
+        active=active,
+        tempo_bpm=tempo_bpm,
+        beats_s=beats,
+        content_hash=_hash_pcm(stats.pcm, rate),
+        extra={"digital_silence": digital_silence, "backend": "numpy" if kernels is None else "numba"},
+    )
+
+
 def integrated_loudness(
-    audio: np.ndarray, sample_rate: int, *, channel_weights: tuple[float, ...] | None = None
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    channel_weights: tuple[float, ...] | None = None,
+    backend: Backend = "auto",
 ) -> float:
     """ITU-R BS.1770-4 integrated (gated) loudness.
 
@@ -52,19 +190,99 @@ def integrated_loudness(
         audio: ``(channels, samples)`` float array, full scale ±1.0 (a 1-D array is one channel).
         sample_rate: Hz; any rate (22.05-96 kHz in practice, the filters are derived for it).
         channel_weights: per-channel weights; default 1.0 for L, R, C and 1.41 for Ls, Rs (up to 5 channels).
+        backend: ``"auto"`` (numba when importable), ``"numba"`` or ``"numpy"`` (scipy's ``sosfilt``).
 
     Returns:
         loudness in LUFS; ``float('-inf')`` when the audio is shorter than one 400 ms block or no block passes the
-        gates (digital silence, or everything below -70 LUFS).
+        gates (digital silence, or everything below -70 LUFS). NaN input gives NaN.
 
     Raises:
-        ValueError: bad shape, sample rate or channel weights.
+        ValueError: bad shape, sample rate, channel weights or backend.
     """
     x = _as_channels(audio, "audio")
     rate = _check_rate(sample_rate)
     weights = _channel_weights(x.shape[0], channel_weights)
-    energies = _block_energies(_k_weight(x, rate), rate, weights)
-    return _gated_loudness(energies)
+    hop_energy = _k_hop_energies(x, rate, _hop_bounds(x.shape[1], rate), _resolve_backend(backend))
+    if not np.isfinite(hop_energy).all():
+        return float("nan")
+    return _gated_loudness(_block_energies_from_hops(hop_energy, x.shape[1], rate, weights))
+
+
+def content_hash(audio: np.ndarray, sample_rate: int) -> str:
+    """Identity of decoded audio: blake2b (128 bit, 32 hex characters) of its int16 PCM, rate and channel count.
+
+    Samples are quantised as ``round(x * 32768)`` (half to even), clipped to [-32768, 32767], so any lossless copy
+    of 16-bit audio (WAV, FLAC, renamed) hashes equal, and a one-LSB change does not. An ``int16`` array is hashed
+    as it is (the same hash as its float32 reading). The layout hashed is a version tag, the sample rate, the
+    channel and frame counts, then the samples channel after channel, little-endian.
+
+    Args:
+        audio: ``(channels, samples)`` float (full scale ±1.0) or int16 array.
+        sample_rate: Hz.
+    """
+    x = np.asarray(audio)
+    if x.ndim == 1:
+        x = x[np.newaxis, :]
+    if x.ndim != 2:
+        raise ValueError(f"audio must be (channels, samples) or (samples,), got shape {x.shape}")
+    rate = _check_rate(sample_rate)
+    if x.dtype == np.int16:
+        return _hash_pcm(x, rate)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"audio must be float (full scale ±1.0) or int16, got dtype {x.dtype}")
+    return _hash_pcm(_quantize_pcm16(x), rate)
+
+
+def active_regions(
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    threshold_db: float = -45.0,
+    window_s: float = 0.1,
+    min_gap_s: float = 0.0,
+) -> list[tuple[float, float]]:
+    """``[start_s, end_s)`` regions (seconds) where the windowed RMS over all channels is above ``threshold_db``.
+
+    The audio is cut into consecutive windows of ``window_s`` (the last one may be shorter); a window is active when
+    its RMS over all channels and samples exceeds ``threshold_db`` dBFS. Runs of active windows form regions;
+    regions separated by a gap shorter than ``min_gap_s`` are merged. The last region ends at the end of the audio
+    at most. Digital silence gives ``[]``.
+    """
+    x = _as_channels(audio, "audio")
+    rate = _check_rate(sample_rate)
+    _check_finite(threshold_db, "threshold_db")
+    _check_positive(window_s, "window_s")
+    _check_non_negative(min_gap_s, "min_gap_s")
+    bounds = _window_bounds(x.shape[1], _window_len(window_s, rate))
+    energy = _window_energies(x, bounds)
+    mask = _active_windows(energy, np.diff(bounds) * x.shape[0], threshold_db)
+    return _regions(mask, bounds, rate, min_gap_s)
+
+
+def estimate_tempo(audio: np.ndarray, sample_rate: int) -> tuple[float | None, list[float]]:
+    """Tempo (BPM) and beat times (seconds) by ``librosa.beat.beat_track`` on a mono downmix at 22.05 kHz.
+
+    Returns ``(None, [])`` when librosa finds no beat.
+    """
+    import librosa  # slow to import: only when tempo is wanted
+    import soxr
+
+    x = _as_channels(audio, "audio")
+    rate = _check_rate(sample_rate)
+    mono = np.ascontiguousarray(x.mean(axis=0, dtype=np.float64), dtype=np.float32)
+    if rate != TEMPO_RATE:
+        mono = soxr.resample(mono, rate, TEMPO_RATE).astype(np.float32, copy=False)
+    if mono.size < TEMPO_RATE // 10:
+        return None, []
+    bpm, beats = librosa.beat.beat_track(y=mono, sr=TEMPO_RATE, units="time")
+    bpm_value = float(np.atleast_1d(bpm)[0]) if np.size(bpm) else 0.0
+    if not np.isfinite(bpm_value) or bpm_value <= 0.0 or len(beats) == 0:
+        return None, []
+    return bpm_value, [float(t) for t in beats]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# K-weighting filter
 
 
 def k_weighting_sos(sample_rate: int) -> np.ndarray:
@@ -121,23 +339,199 @@ def _bilinear(num: np.ndarray, den: np.ndarray, k: float) -> tuple[np.ndarray, n
     return digital(num), digital(den)
 
 
-def _k_weight(x: np.ndarray, rate: int) -> np.ndarray:
-    """K-weighted copy of ``x`` (float32 unless ``x`` is float64)."""
-    dtype = np.float64 if x.dtype == np.float64 else np.float32
-    sos = _k_weighting_sos(float(rate)).astype(dtype)
-    return signal.sosfilt(sos, np.ascontiguousarray(x, dtype=dtype), axis=-1)
+# --------------------------------------------------------------------------------------------------------------
+# the pass over the samples: two compiled loops (numba) or scipy/numpy
 
 
-def _block_count(n_samples: int, rate: int) -> int:
-    """Number of 400 ms gating blocks: ``round((T - 0.4) / 0.1) + 1`` for a duration ``T`` of at least one block.
+@dataclass(frozen=True)
+class _SampleStats:
+    """Per-sample facts of one pass: window energies (sum of squares over all channels per window), peak
+    ``max |x|``, sum of squares, clipped-sample count, int16 PCM (when asked)."""
 
-    BS.1770-4 indexes blocks ``j = 0 .. (T - Tg) / (Tg * step)``; when that bound is not a whole number it is rounded
-    (the reading pyloudnorm uses), and a last block that runs past the end counts the missing samples as zeros.
+    window_energy: np.ndarray  # (windows,) float64
+    peak: float
+    sum_sq: float
+    clipped: int
+    pcm: np.ndarray | None  # (channels, samples) int16
+
+
+def _resolve_backend(backend: str):  # noqa: ANN202 - the numba kernels, or None for numpy
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(_BACKENDS)}, got {backend!r}")
+    kernels = _numba_kernels() if backend != "numpy" else None
+    if backend == "numba" and kernels is None:
+        raise ValueError(
+            "backend='numba' needs numba: `pip install numba` (or use backend='auto' or 'numpy')"
+        )
+    return kernels
+
+
+def _float_c(x: np.ndarray) -> np.ndarray:
+    """C-contiguous float32 (float64 stays float64) for the compiled loops."""
+    return np.ascontiguousarray(x, dtype=np.float64 if x.dtype == np.float64 else np.float32)
+
+
+def _k_hop_energies(x: np.ndarray, rate: int, hop_bounds: np.ndarray, kernels) -> np.ndarray:  # noqa: ANN001
+    """K-weighted sum of squares per channel and 100 ms hop, ``(channels, hops)`` float64."""
+    if len(hop_bounds) < 2:
+        return np.zeros((x.shape[0], 0))
+    if kernels is None:
+        return _hop_energies(_k_weight(x, rate), hop_bounds)
+    out = np.zeros((x.shape[0], len(hop_bounds) - 1))
+    kernels[0](_float_c(x), _k_weighting_sos(float(rate)), hop_bounds, out)
+    return out
+
+
+def _sample_stats(
+    x: np.ndarray,
+    win_bounds: np.ndarray,
+    clip_level: float,
+    want_pcm: bool,
+    kernels,  # noqa: ANN001
+) -> _SampleStats:
+    """Window energies, peak, sum of squares, clipped count and int16 PCM; ``win_bounds`` must end at the end."""
+    if x.shape[1] == 0:
+        return _SampleStats(np.zeros(0), 0.0, 0.0, 0, np.zeros(x.shape, np.int16) if want_pcm else None)
+    if kernels is None:
+        energy = _window_energies(x, win_bounds)
+        mag = np.abs(x)
+        return _SampleStats(
+            window_energy=energy,
+            peak=float(mag.max()),
+            sum_sq=float(energy.sum()),
+            clipped=int(np.count_nonzero(mag >= clip_level)),
+            pcm=_quantize_pcm16(x) if want_pcm else None,
+        )
+    xc = _float_c(x)
+    energy = np.zeros(len(win_bounds) - 1)
+    pcm = np.empty(x.shape if want_pcm else (x.shape[0], 0), dtype=np.int16)
+    stats = np.zeros(3)
+    kernels[1](xc, win_bounds, xc.dtype.type(clip_level), want_pcm, energy, pcm, stats)
+    return _SampleStats(energy, float(stats[0]), float(stats[1]), int(stats[2]), pcm if want_pcm else None)
+
+
+def _k_hop_kernel(x, sos, bounds, out):  # noqa: ANN001, ANN202
+    """K-weighted sum of squares of ``x`` (channels, samples) per hop ``[bounds[h], bounds[h+1])`` into ``out``
+    (channels, hops); hops past the end count missing samples as 0. Compiled by :func:`_numba_kernels`.
+
+    Two channels run in the same loop so that their filter recursions (latency-bound) overlap; an odd last channel
+    is paired with itself and its copy is not stored. Filter state is float64 (direct form II transposed).
     """
-    block_len = BLOCK_S * rate
-    if n_samples < block_len - 1e-9:
-        return 0
-    return int(np.round((n_samples / rate - BLOCK_S) / HOP_S)) + 1
+    b10, b11, b12, a11, a12 = sos[0, 0], sos[0, 1], sos[0, 2], sos[0, 4], sos[0, 5]
+    b20, b21, b22, a21, a22 = sos[1, 0], sos[1, 1], sos[1, 2], sos[1, 4], sos[1, 5]
+    n_channels, n = x.shape
+    for c0 in range(0, n_channels, 2):
+        c1 = c0 + 1 if c0 + 1 < n_channels else c0
+        p1 = p2 = q1 = q2 = 0.0
+        r1 = r2 = t1 = t2 = 0.0
+        for h in range(len(bounds) - 1):
+            k0 = 0.0
+            k1 = 0.0
+            for i in range(bounds[h], min(bounds[h + 1], n)):
+                v0 = np.float64(x[c0, i])
+                v1 = np.float64(x[c1, i])
+                y0 = b10 * v0 + p1
+                y1 = b10 * v1 + r1
+                p1 = b11 * v0 - a11 * y0 + p2
+                r1 = b11 * v1 - a11 * y1 + r2
+                p2 = b12 * v0 - a12 * y0
+                r2 = b12 * v1 - a12 * y1
+                z0 = b20 * y0 + q1
+                z1 = b20 * y1 + t1
+                q1 = b21 * y0 - a21 * z0 + q2
+                t1 = b21 * y1 - a21 * z1 + t2
+                q2 = b22 * y0 - a22 * z0
+                t2 = b22 * y1 - a22 * z1
+                k0 += z0 * z0
+                k1 += z1 * z1
+            out[c0, h] = k0
+            if c1 != c0:
+                out[c1, h] = k1
+
+
+def _sample_stats_kernel(x, bounds, clip_level, want_pcm, energy, pcm, stats):  # noqa: ANN001, ANN202
+    """Per window ``[bounds[w], bounds[w+1])`` the sum of squares over all channels into ``energy``; int16 PCM
+    (``rint(x * 32768)`` clipped) into ``pcm`` when ``want_pcm``; ``stats`` = [peak, sum of squares, clipped].
+    A loop without recursion, so numba vectorises it. NaN/inf samples make the sum of squares non-finite."""
+    peak = 0.0
+    total = 0.0
+    clipped = 0
+    scale = x.dtype.type(PCM16_SCALE)
+    lo = x.dtype.type(-32768.0)
+    hi = x.dtype.type(32767.0)
+    for c in range(x.shape[0]):
+        for w in range(len(bounds) - 1):
+            e = 0.0
+            m = 0.0
+            for i in range(bounds[w], bounds[w + 1]):
+                v = x[c, i]
+                a = abs(v)
+                m = max(m, a)
+                clipped += a >= clip_level
+                e += np.float64(v) * np.float64(v)
+                if want_pcm:
+                    pcm[c, i] = np.int16(min(max(np.rint(v * scale), lo), hi))
+            energy[w] += e
+            total += e
+            peak = max(peak, m)
+    stats[0] = peak
+    stats[1] = total
+    stats[2] = clipped
+
+
+@lru_cache(maxsize=1)
+def _numba_kernels():  # noqa: ANN202 - (hop kernel, stats kernel) numba dispatchers, or None
+    """The two loops compiled by numba (``cache=True``: compiled once per machine), or ``None`` without numba.
+
+    ``fastmath`` lets LLVM re-associate: the filter recursion gets a shorter dependency chain and the stats loop
+    vectorises. Sums of squares of finite samples are non-negative, so no cancellation can hide a NaN or inf.
+    """
+    try:
+        import numba
+    except Exception as exc:  # noqa: BLE001 - any import failure means: use the numpy backend
+        logger.info("numba unavailable (%s): measurements use the scipy/numpy backend", exc)
+        return None
+    jit = numba.njit(cache=True, nogil=True, fastmath=True)
+    return jit(_k_hop_kernel), jit(_sample_stats_kernel)
+
+
+def _k_weight(x: np.ndarray, rate: int) -> np.ndarray:
+    """K-weighted float64 copy of ``x`` through scipy (float64: in float32 the 38 Hz high-pass drifts by ~1e-3 LU)."""
+    return signal.sosfilt(_k_weighting_sos(float(rate)).copy(), np.asarray(x, dtype=np.float64), axis=-1)
+
+
+def _quantize_pcm16(x: np.ndarray) -> np.ndarray:
+    """``round(x * 32768)`` (half to even) clipped to int16; exact for float input from 16-bit files."""
+    scaled = np.multiply(x, x.dtype.type(PCM16_SCALE))
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, -32768.0, 32767.0, out=scaled)
+    return scaled.astype(np.int16)
+
+
+def _hash_pcm(pcm: np.ndarray, rate: int) -> str:
+    data = np.ascontiguousarray(pcm, dtype="<i2")
+    h = hashlib.blake2b(digest_size=16)
+    h.update(_HASH_VERSION)
+    h.update(f";rate={rate};channels={data.shape[0]};frames={data.shape[1]};".encode())
+    h.update(data)  # the C-contiguous buffer, no copy
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# gating blocks and windows
+
+
+def _hop_bounds(n_samples: int, rate: int) -> np.ndarray:
+    """Sample indices of the 100 ms hop boundaries the gating blocks need (empty when no block fits).
+
+    BS.1770-4 indexes blocks ``j = 0 .. (T - Tg) / (Tg * step)``; when that bound is not a whole number it is
+    rounded (the reading pyloudnorm uses), and a last block that runs past the end counts missing samples as zeros.
+    """
+    if n_samples < BLOCK_S * rate - 1e-9:
+        return np.zeros(0, dtype=np.int64)
+    n_blocks = int(np.round((n_samples / rate - BLOCK_S) / HOP_S)) + 1
+    hops_per_block = round(BLOCK_S / HOP_S)
+    return np.round(np.arange(n_blocks + hops_per_block) * (HOP_S * rate)).astype(np.int64)
 
 
 def _hop_energies(y: np.ndarray, bounds: np.ndarray) -> np.ndarray:
@@ -163,14 +557,13 @@ def _hop_energies(y: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     return out
 
 
-def _block_energies(y: np.ndarray, rate: int, weights: np.ndarray) -> np.ndarray:
-    """Channel-weighted mean square of the K-weighted signal per 400 ms gating block, shape ``(blocks,)``."""
-    n_blocks = _block_count(y.shape[-1], rate)
-    if n_blocks == 0:
-        return np.zeros(0)
+def _block_energies_from_hops(hop_energy: np.ndarray, n: int, rate: int, weights: np.ndarray) -> np.ndarray:
+    """Channel-weighted mean square per 400 ms gating block (4 consecutive hops), shape ``(blocks,)``."""
+    bounds = _hop_bounds(n, rate)
     hops_per_block = round(BLOCK_S / HOP_S)
-    bounds = np.round(np.arange(n_blocks + hops_per_block) * (HOP_S * rate)).astype(np.int64)
-    weighted = weights @ _hop_energies(y, bounds)  # (hops,)
+    if len(bounds) - 1 < hops_per_block:
+        return np.zeros(0)
+    weighted = weights @ hop_energy  # (hops,)
     csum = np.concatenate([[0.0], np.cumsum(weighted)])
     sums = csum[hops_per_block:] - csum[:-hops_per_block]
     lengths = bounds[hops_per_block:] - bounds[:-hops_per_block]
@@ -187,9 +580,57 @@ def _gated_loudness(z: np.ndarray) -> float:
         return float("-inf")
     rel_threshold = above_abs.mean() * 10.0 ** (RELATIVE_GATE_LU / 10.0)
     gated = above_abs[above_abs > rel_threshold]
-    if gated.size == 0:  # pragma: no cover - the block mean is always above a tenth of the mean
-        return float("-inf")
     return float(LUFS_OFFSET + 10.0 * np.log10(gated.mean()))
+
+
+def _window_len(window_s: float, rate: int) -> int:
+    return max(1, int(round(window_s * rate)))
+
+
+def _window_bounds(n: int, win_len: int) -> np.ndarray:
+    """``[0, L, 2L, ..., n]``: consecutive windows of ``win_len`` samples, the last one possibly shorter."""
+    if n == 0:
+        return np.zeros(1, dtype=np.int64)
+    return np.append(np.arange(0, n, win_len, dtype=np.int64), np.int64(n))
+
+
+def _window_energies(x: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Sum of squares over all channels per window ``[bounds[i], bounds[i+1])``."""
+    if len(bounds) < 2:
+        return np.zeros(0)
+    per_channel = np.add.reduceat(np.square(x, dtype=np.float64), bounds[:-1], axis=-1)
+    return per_channel.sum(axis=0)
+
+
+def _active_windows(energy: np.ndarray, counts: np.ndarray, threshold_db: float) -> np.ndarray:
+    """Windows whose mean square (``energy / counts``) is above ``threshold_db`` dBFS."""
+    return energy > counts * 10.0 ** (threshold_db / 10.0)
+
+
+def _regions(mask: np.ndarray, bounds: np.ndarray, rate: int, min_gap_s: float) -> list[tuple[float, float]]:
+    """Runs of ``True`` windows as ``[start_s, end_s)``, runs closer than ``min_gap_s`` merged."""
+    if not mask.any():
+        return []
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    starts = bounds[np.flatnonzero(edges == 1)]
+    ends = bounds[np.flatnonzero(edges == -1)]
+    if min_gap_s > 0 and len(starts) > 1:
+        keep = (starts[1:] - ends[:-1]) / rate >= min_gap_s  # gaps that stay
+        starts = np.concatenate([starts[:1], starts[1:][keep]])
+        ends = np.concatenate([ends[:-1][keep], ends[-1:]])
+    return [(s / rate, e / rate) for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# validation and small helpers
+
+
+def _db(value: float, factor: float) -> float:
+    return factor * math.log10(value) if value > 0.0 else float("-inf")
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def _as_channels(audio: np.ndarray, name: str) -> np.ndarray:
@@ -209,6 +650,23 @@ def _check_rate(sample_rate: int) -> int:
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, int | np.integer) or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
     return int(sample_rate)
+
+
+def _check_finite(value: float, name: str) -> None:
+    if not isinstance(value, int | float | np.floating | np.integer) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
+def _check_positive(value: float, name: str) -> None:
+    _check_finite(value, name)
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+def _check_non_negative(value: float, name: str) -> None:
+    _check_finite(value, name)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
 
 
 def _channel_weights(n_channels: int, weights: tuple[float, ...] | None) -> np.ndarray:
