@@ -8,6 +8,8 @@ import numpy as np
 import pyloudnorm
 import pytest
 import soxr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stemdb import audio
 from stemdb.measure import (
@@ -219,6 +221,32 @@ def test_active_regions_thresholds_and_gap_merging() -> None:
     assert active_regions(x, sr, threshold_db=-45.0, min_gap_s=0.11) == [(0.1, 0.5)]
     x[:, -100:] = 0.5  # a loud last, partial window: the region ends at the end of the audio
     assert active_regions(x, sr, threshold_db=-45.0, window_s=0.3)[-1] == pytest.approx((2.7, 3.0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 3000),
+    window=st.integers(1, 400),
+    min_gap=st.integers(0, 800),
+)
+def test_regions_and_silence_ratio_are_consistent(seed: int, n: int, window: int, min_gap: int) -> None:
+    sr = 1000
+    rng = np.random.default_rng(seed)
+    gate = np.repeat(rng.random(n // 50 + 1) < 0.5, 50)[:n]  # on/off stretches of 50 ms
+    x = (rng.standard_normal((2, n)) * 0.1 * gate).astype(np.float32)
+    m = measure(x, sr, window_s=window / sr, tempo=False, min_gap_s=min_gap / sr)
+    plain = active_regions(x, sr, window_s=window / sr)
+    duration = n / sr
+    for regions in (m.active, plain):
+        assert all(0.0 <= a < b <= duration for a, b in regions)
+        assert all(b1 < a2 for (_, b1), (a2, _) in zip(regions, regions[1:], strict=False))  # sorted, apart
+    assert sum(b - a for a, b in plain) == pytest.approx((1.0 - m.silence_ratio) * duration, abs=1e-9)
+    assert all(
+        a2 - b1 >= min_gap / sr - 1e-12 for (_, b1), (a2, _) in zip(m.active, m.active[1:], strict=False)
+    )
+    for a, b in plain:  # merging only closes gaps: every plain region lies inside one merged region
+        assert any(ma <= a and b <= mb for ma, mb in m.active)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
