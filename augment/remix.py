@@ -45,25 +45,30 @@ LEVEL_CLAMP_DB = (-40.0, 30.0)
 
 @dataclass
 class TargetPool:
-    """Candidate stems of one target, with cumulative duration weights for O(log n) draws."""
+    """Candidate stems of one target (rows as plain dicts for fast access), with cumulative duration weights for
+    O(log n) draws proportional to duration."""
 
     rows: pd.DataFrame
     cum: np.ndarray  # cumulative duration_s
 
-    def draw(self, rng: np.random.Generator, exclude_songs: set[str]) -> pd.Series | None:
-        if self.rows.empty:
+    def __post_init__(self) -> None:
+        self.records: list[dict] = self.rows.to_dict("records")
+        self.songs = np.asarray(self.rows["song"].astype(str)) if len(self.rows) else np.array([], dtype=str)
+
+    def draw(self, rng: np.random.Generator, exclude_songs: set[str]) -> dict | None:
+        if not self.records:
             return None
         for _ in range(32):
             i = int(np.searchsorted(self.cum, rng.random() * self.cum[-1], side="right"))
-            row = self.rows.iloc[min(i, len(self.rows) - 1)]
+            row = self.records[min(i, len(self.records) - 1)]
             if row["song"] not in exclude_songs:
                 return row
-        ok = self.rows[~self.rows["song"].isin(exclude_songs)]
-        if ok.empty:
+        ok = np.flatnonzero(~np.isin(self.songs, list(exclude_songs)))
+        if ok.size == 0:
             return None
-        w = ok["duration_s"].to_numpy()
+        w = self.rows["duration_s"].to_numpy()[ok]
         i = int(np.searchsorted(np.cumsum(w), rng.random() * w.sum(), side="right"))
-        return ok.iloc[min(i, len(ok) - 1)]
+        return self.records[int(ok[min(i, ok.size - 1)])]
 
 
 @dataclass
@@ -250,7 +255,7 @@ def _plan_coherent(rng: np.random.Generator, pool: StemPool, cfg: RemixConfig, d
     return plans
 
 
-def _draw_window(rng: np.random.Generator, row: pd.Series, span_s: float, short: str) -> tuple[float, bool]:
+def _draw_window(rng: np.random.Generator, row: dict, span_s: float, short: str) -> tuple[float, bool]:
     """Start (seconds, on the source's sample grid) of a window of ``span_s`` that overlaps an active region."""
     sr = int(row["sample_rate"])
     dur = float(row["duration_s"])

@@ -55,6 +55,7 @@ class StemSource:
     sample_rate: int
     frames: int
     channels: int
+    subtype: str = ""
 
 
 class StemTable:
@@ -66,12 +67,13 @@ class StemTable:
     @classmethod
     def from_catalog(cls, catalog: str | Path | Catalog) -> StemTable:
         cat = catalog if isinstance(catalog, Catalog) else Catalog.open(catalog)
-        df = cat.stems(columns=["key", "stem_id", "root", "path", "stream", "sample_rate", "frames", "channels"])
+        df = cat.stems(columns=["key", "stem_id", "root", "path", "stream", "sample_rate", "frames", "channels",
+                                "subtype"])
         return cls({
-            sid: StemSource(str(Path(root) / path), int(stream), int(sr), int(fr), int(ch))
-            for sid, root, path, stream, sr, fr, ch in zip(df["stem_id"], df["root"], df["path"], df["stream"],
-                                                           df["sample_rate"], df["frames"], df["channels"],
-                                                           strict=True)
+            sid: StemSource(str(Path(root) / path), int(stream), int(sr), int(fr), int(ch), str(st))
+            for sid, root, path, stream, sr, fr, ch, st in zip(
+                df["stem_id"], df["root"], df["path"], df["stream"], df["sample_rate"], df["frames"],
+                df["channels"], df["subtype"], strict=True)
         })
 
     def __getitem__(self, stem_id: str) -> StemSource:
@@ -136,36 +138,103 @@ def _fit(a: np.ndarray, frames: int) -> np.ndarray:
     return out
 
 
-def render_stem(plan: StemPlan, recipe: Recipe, table: StemTable, cfg: RemixConfig) -> np.ndarray:
-    """One target's audio for a recipe, before the common clip scale: ``(channels, frames)`` float32."""
+#: Transforms whose effect is a scalar gain and/or a channel flip: rendered by the fast path.
+LINEAR_TRANSFORMS = frozenset({"gain", "polarity", "channel_swap"})
+
+
+def render_stem(plan: StemPlan, recipe: Recipe, table: StemTable, cfg: RemixConfig,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """One target's audio for a recipe, before the common clip scale: ``(channels, frames)`` float32.
+
+    Writes into ``out`` when given (a preallocated ``(channels, frames)`` float32 view).
+    """
     n = recipe.frames
+    dst = out if out is not None else np.empty((recipe.channels, n), dtype=np.float32)
     if plan.stem_id is None:
-        return np.zeros((recipe.channels, n), dtype=np.float32)
+        dst.fill(0.0)
+        return dst
     src = table[plan.stem_id]
+    chain = chain_for(cfg, plan.target)
+    params = chain.params_from_record(plan.augment) if len(chain) else ()
+    heavy = [t for t, p in zip(chain.transforms, params, strict=True)
+             if p.applied and t.name not in LINEAR_TRANSFORMS]
+    if not heavy and src.sample_rate == recipe.sample_rate:
+        _render_linear(dst, plan, src, recipe, params)
+        return dst
     rate = plan.stretch_rate
     span = int(math.ceil(n * rate)) + (8 if rate != 1.0 else 0)
     x = read_window(src, plan.offset_s, span, recipe.sample_rate, recipe.channels, loop=plan.loop)
-    chain = chain_for(cfg, plan.target)
     if len(chain):
-        x = chain.apply(x, recipe.sample_rate, chain.params_from_record(plan.augment))
+        x = chain.apply(x, recipe.sample_rate, params)
     x = _fit(np.asarray(x, dtype=np.float32), n)
-    if plan.level_db:
-        x = x * np.float32(10.0 ** (plan.level_db / 20.0))
-    return x
+    np.multiply(x, np.float32(10.0 ** (plan.level_db / 20.0)), out=dst)
+    return dst
+
+
+def _render_linear(dst: np.ndarray, plan: StemPlan, src: StemSource, recipe: Recipe, params: Sequence) -> None:
+    """Fast path: one read (int16 where the file is 16-bit PCM), one scaled copy per channel into ``dst``.
+
+    Gain, polarity and the calibrated level fold into one float32 factor; a channel swap is a row flip.
+    """
+    scale = 10.0 ** (plan.level_db / 20.0)
+    swap = False
+    for p in params:
+        rec = p.to_record()
+        if "gain_db" in rec:
+            scale *= 10.0 ** (float(rec["gain_db"]) / 20.0)
+        if "polarity" in rec:
+            scale *= float(rec["polarity"])
+        if "channel_swap" in rec:
+            swap = bool(rec["channel_swap"])
+    n = recipe.frames
+    start = int(round(plan.offset_s * src.sample_rate))
+    if start >= src.frames:
+        start = 0
+    as_int = src.subtype == "PCM_16"
+    a, _ = audio_io.read(src.path, start=start, frames=n, stream=None if src.stream < 0 else src.stream,
+                         dtype="int16" if as_int else "float32")
+    if plan.loop and a.shape[1] < n and src.frames > 0:
+        whole, _ = audio_io.read(src.path, stream=None if src.stream < 0 else src.stream,
+                                 dtype="int16" if as_int else "float32")
+        a = np.concatenate([a, *([whole] * int(math.ceil((n - a.shape[1]) / whole.shape[1])))], axis=1)[:, :n]
+    factor = np.float32(scale / 32768.0 if as_int else scale)
+    m = a.shape[1]
+    c_out = dst.shape[0]
+    for c in range(c_out):
+        row = c_out - 1 - c if swap and c_out == 2 else c
+        if a.shape[0] == c_out:
+            srow = a[c]
+        elif a.shape[0] == 1:
+            srow = a[0]
+        else:  # several channels to mono: mean, then scale
+            srow = a.astype(np.float32).mean(axis=0) * (np.float32(1.0 / 32768.0) if as_int else np.float32(1.0))
+            np.multiply(srow, np.float32(scale), out=dst[row, :m])
+            continue
+        np.multiply(srow, factor, out=dst[row, :m], dtype=np.float32, casting="unsafe")
+    if m < n:
+        dst[:, m:] = 0.0
 
 
 def quantize(x: np.ndarray, subtype: str) -> np.ndarray:
-    """Round float32 audio onto the sample grid of ``subtype`` (exactly what the file will hold)."""
+    """Round float32 audio onto the sample grid of ``subtype`` (exactly what the file will hold), in place."""
     q = _QUANT.get(subtype)
     if q is None:
         return x
-    return (np.clip(np.round(x * q), -q, q - 1) / np.float32(q)).astype(np.float32)
+    x *= np.float32(q)
+    np.rint(x, out=x)
+    np.clip(x, -q, q - 1, out=x)
+    x *= np.float32(1.0 / q)  # a power of two: exact
+    return x
 
 
-def mix_stems(stems: Sequence[np.ndarray]) -> np.ndarray:
+def mix_stems(stems: Sequence[np.ndarray] | np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """The mixture as the sum of stems in target order, in float32: the definition the tests hold us to."""
-    mix = np.zeros_like(stems[0])
-    for s in stems:
+    if out is not None and out.shape == stems[0].shape:
+        mix = out
+        np.copyto(mix, stems[0])
+    else:
+        mix = np.array(stems[0], dtype=np.float32, copy=True)
+    for s in stems[1:]:
         mix += s
     return mix
 
@@ -179,17 +248,30 @@ class Rendered:
     clip_scale_db: float
 
 
-def render_recipe(recipe: Recipe, table: StemTable, cfg: RemixConfig) -> Rendered:
-    """Render a recipe in memory. Pure: same recipe + same catalogue audio -> identical arrays."""
-    raw = [render_stem(p, recipe, table, cfg) for p in recipe.stems]
-    peak = float(np.max(np.abs(mix_stems(raw)))) if raw else 0.0
+def render_recipe(recipe: Recipe, table: StemTable, cfg: RemixConfig, *, out: np.ndarray | None = None,
+                  mix_out: np.ndarray | None = None) -> Rendered:
+    """Render a recipe in memory. Pure: same recipe + same catalogue audio -> identical arrays.
+
+    ``out`` / ``mix_out``: optional preallocated ``(S, C, N)`` / ``(C, N)`` float32 buffers, reused across calls
+    by writers and streams. Reuse matters: a fresh 8 MB array costs more in page faults (about 10 ms for a
+    6 s stereo 4-stem mixture, measured) than the whole render.
+    """
+    shape = (len(recipe.stems), recipe.channels, recipe.frames)
+    stems = out if out is not None and out.shape == shape else np.empty(shape, dtype=np.float32)
+    for k, p in enumerate(recipe.stems):
+        render_stem(p, recipe, table, cfg, out=stems[k])
+        for row in stems[k]:  # row by row while it is hot in cache
+            quantize(row, recipe.subtype)
+    mix = mix_stems(stems, mix_out)
+    peak = max(float(mix.max(initial=0.0)), -float(mix.min(initial=0.0)))
     scale_db = 0.0
-    if peak > CLIP_LIMIT:
+    if peak > CLIP_LIMIT:  # rare: scale every stem alike, back onto the grid, and sum again
         g = np.float32(CLIP_LIMIT / peak)
-        raw = [r * g for r in raw]
+        stems *= g
+        quantize(stems, recipe.subtype)
+        mix = mix_stems(stems, mix_out)
         scale_db = 20.0 * math.log10(float(g))
-    stems = [quantize(r, recipe.subtype) for r in raw]
-    return Rendered(np.stack(stems), mix_stems(stems), scale_db)
+    return Rendered(stems, mix, scale_db)
 
 
 def measure_recipe(recipe: Recipe, rendered: Rendered) -> Recipe:
@@ -269,8 +351,10 @@ def render_chunk(chunk: Sequence[Recipe], catalog: str | Path, out: str | Path, 
         return 0
     table = table or _table(str(catalog))
     done = []
+    buf = mix_buf = None
     for r in chunk:
-        rendered = render_recipe(r, table, cfg)
+        rendered = render_recipe(r, table, cfg, out=buf, mix_out=mix_buf)
+        buf, mix_buf = rendered.stems, rendered.mixture
         measured = measure_recipe(r, rendered)
         write_mixture(out, r, rendered)
         done.append(measured)
