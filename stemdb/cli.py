@@ -168,6 +168,31 @@ def remix(
     typer.echo(summary.line())
 
 
+@app.command()
+def evaluate(
+    estimates: Annotated[Path, typer.Option("--estimates", help="EST/<track>/<stem>.wav")],
+    references: Annotated[Path, typer.Option("--references", help="REF/[split/]<track>/<stem>.{wav,flac} or .stem.mp4")],
+    out: Annotated[Path, typer.Option("--out", help="scores.json")] = Path("scores.json"),
+    stems: Annotated[list[str] | None, typer.Option("--stem", help="score only these stems (repeatable)")] = None,
+    workers: Annotated[int, typer.Option(help="tracks scored in parallel")] = 1,
+) -> None:
+    """BSSEval v4 SDR (museval, MUSDB18 convention) and SI-SDR of a folder of estimates; writes JSON."""
+    from train.evaluate import score_folders, write_scores
+
+    try:
+        scores = score_folders(estimates, references, stems=stems or None, workers=workers,
+                               on_track=lambda t, d, n: typer.echo(f"scored {t} ({d}/{n})", err=True))
+    except (StemdbError, FileNotFoundError, ValueError) as exc:
+        _fail(exc)
+    write_scores(scores, out)
+    typer.echo(f"{'stem':<12} {'SDR':>8} {'SI-SDR':>8}   (median over {len(scores['tracks'])} tracks)")
+    for stem, v in scores["median"].items():
+        sdr = "n/a" if v["SDR"] is None else f"{v['SDR']:.2f}"
+        si = "n/a" if v["SI-SDR"] is None else f"{v['SI-SDR']:.2f}"
+        typer.echo(f"{stem:<12} {sdr:>8} {si:>8}")
+    typer.echo(f"wrote {out}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
