@@ -141,19 +141,20 @@ def plan_mixture(index: int, *, seed: int, pool: StemPool, cfg: RemixConfig, sec
     coherent_coin = rng.random()
     mix_target = float(rng.uniform(*cfg.levels.mix_lufs))
     want_coherent = cfg.mode == "coherent" or (cfg.mode == "mixed" and coherent_coin < cfg.coherent_weight)
+    beat_score = None
     if want_coherent and pool.coherent:
         stems = _plan_coherent(rng, pool, cfg, dur)
         mode = "coherent"
     else:
         if want_coherent:
             log.warning("coherent mixture %d asked for, but no multitrack song has every target: cross_song", index)
-        stems = _plan_cross_song(rng, pool, cfg, dur, mix_target)
+        stems, beat_score = _plan_cross_song(rng, pool, cfg, dur, mix_target)
         mode = "cross_song"
     return Recipe(
         index=int(index), seed=int(seed), split=split, mode=mode, duration_s=dur, sample_rate=cfg.sample_rate,
         channels=cfg.channels, subtype=cfg.subtype, stems=tuple(stems),
         mix_target_lufs=mix_target if mode == "cross_song" and cfg.levels.mode == "calibrated" else None,
-        catalog_fingerprint=pool.fingerprint, config_fingerprint=_cfg_fingerprint(cfg),
+        beat_score=beat_score, catalog_fingerprint=pool.fingerprint, config_fingerprint=_cfg_fingerprint(cfg),
     )
 
 
@@ -186,7 +187,7 @@ def _chain(cfg: RemixConfig, target: str) -> StemAugment:
 
 
 def _plan_cross_song(rng: np.random.Generator, pool: StemPool, cfg: RemixConfig, dur: float,
-                     mix_target: float) -> list[StemPlan]:
+                     mix_target: float) -> tuple[list[StemPlan], float | None]:
     used: set[str] = set()
     drafts = []
     for t in cfg.targets:
@@ -206,6 +207,9 @@ def _plan_cross_song(rng: np.random.Generator, pool: StemPool, cfg: RemixConfig,
         mean, _std, _n = pool.rel_lufs[t]
         rel = float(rng.normal(mean, cfg.levels.spread_lu)) if cfg.levels.spread_lu > 0 else mean
         drafts.append((t, row, offset, loop, rel, aug))
+    beat_score = None
+    if cfg.tempo.enabled:
+        drafts, beat_score = align_tempo(drafts, dur, cfg.tempo.max_rate_change)
     live = [d[4] for d in drafts if d[1] is not None]
     c = 10.0 * math.log10(sum(10.0 ** (r / 10.0) for r in live)) if live else 0.0
     plans = []
@@ -224,7 +228,58 @@ def _plan_cross_song(rng: np.random.Generator, pool: StemPool, cfg: RemixConfig,
             level = float(rng.uniform(*cfg.levels.uniform_gain_db))
         plans.append(StemPlan(target=t, stem_id=str(row["stem_id"]), kind=str(row["kind"]), song=str(row["song"]),
                               offset_s=offset, loop=loop, rel_lufs=rel_mix, level_db=level, augment=aug))
-    return plans
+    return plans, beat_score
+
+
+#: Beats closer than this (seconds, in the mixture's time) count as aligned in the beat score.
+BEAT_TOLERANCE_S = 0.07
+
+
+def align_tempo(drafts: list[tuple], dur: float, max_rate_change: float) -> tuple[list[tuple], float | None]:
+    """Tempo-aware mixing: stretch stems to the reference stem's tempo and align their beats to its beat grid.
+
+    The reference is the drums stem when it has a tempo, else the first stem that has one. Another stem with a
+    tempo is stretched by ``rate = ref_bpm / bpm`` (times 1/2 or 2 if that is closer to 1: octave errors of beat
+    trackers) when ``|rate - 1| <= max_rate_change``, and its window start moves (by less than one beat) so that
+    one of its beats lands on the reference's first beat in the mixture. Draft tuples are
+    ``(target, row, offset_s, loop, rel_lufs, augment)``. Returns the new drafts and the beat score: the share of
+    beats of the other stems, mapped to mixture time, within :data:`BEAT_TOLERANCE_S` of a reference beat
+    (None when fewer than two stems have beats).
+    """
+    with_beats = [d for d in drafts if d[1] is not None and d[1].get("tempo_bpm") and len(d[1].get("beats", [])) > 1]
+    if len(with_beats) < 2:
+        return drafts, None
+    ref = next((d for d in with_beats if d[0] == "drums"), with_beats[0])
+    ref_rate = float(ref[5].get("stretch_rate", 1.0))
+    ref_beats = (np.asarray(ref[1]["beats"], dtype=np.float64) - ref[2]) / ref_rate
+    ref_beats = ref_beats[(ref_beats >= 0) & (ref_beats < dur)]
+    if ref_beats.size == 0:
+        return drafts, None
+    out, hits, total = [], 0, 0
+    beat_ids = {id(d) for d in with_beats}
+    for d in drafts:
+        t, row, offset, loop, rel, aug = d
+        if d is ref or row is None or id(d) not in beat_ids:
+            out.append(d)
+            continue
+        rate = float(ref[1]["tempo_bpm"]) * ref_rate / float(row["tempo_bpm"])
+        rate = min((rate * k for k in (0.5, 1.0, 2.0)), key=lambda r: abs(r - 1.0))
+        beats = np.asarray(row["beats"], dtype=np.float64)
+        if abs(rate - 1.0) <= max_rate_change:
+            aug = {**aug, "stretch_rate": float(rate)}
+            # the first beat of the stem at or after the drawn window start lands on the first reference beat
+            b = beats[beats >= offset + ref_beats[0] * rate]
+            if b.size:
+                sr = int(row["sample_rate"])
+                offset = max(0.0, round((float(b[0]) - ref_beats[0] * rate) * sr) / sr)
+        mapped = (beats - offset) / float(aug.get("stretch_rate", 1.0))
+        mapped = mapped[(mapped >= 0) & (mapped < dur)]
+        if mapped.size:
+            dist = np.min(np.abs(mapped[:, None] - ref_beats[None, :]), axis=1)
+            hits += int((dist <= BEAT_TOLERANCE_S).sum())
+            total += int(mapped.size)
+        out.append((t, row, offset, loop, rel, aug))
+    return out, (hits / total if total else None)
 
 
 def _channel_change_lu(src_channels: int, out_channels: int) -> float:

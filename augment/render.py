@@ -32,7 +32,7 @@ import soxr
 
 from augment.recipe import Recipe, StemPlan, recipes_table
 from augment.remix import build_pool, plan_recipes
-from augment.transforms import StemAugment
+from augment.transforms import StemAugment, StretchParams, TimeStretch
 from stemdb import audio as audio_io
 from stemdb.catalog import Catalog, write_parquet_atomic
 from stemdb.config import RemixConfig
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 #: Peak the mixture is scaled under when the sum would clip (full scale 1.0), leaving room for quantisation.
 CLIP_LIMIT = 0.98
 _QUANT = {"PCM_16": 32768.0, "PCM_24": 8388608.0}
+_STRETCH = TimeStretch(min_rate=0.5, max_rate=2.0, p=1.0)
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ def render_stem(plan: StemPlan, recipe: Recipe, table: StemTable, cfg: RemixConf
     params = chain.params_from_record(plan.augment) if len(chain) else ()
     heavy = [t for t, p in zip(chain.transforms, params, strict=True)
              if p.applied and t.name not in LINEAR_TRANSFORMS]
-    if not heavy and src.sample_rate == recipe.sample_rate:
+    if not heavy and plan.stretch_rate == 1.0 and src.sample_rate == recipe.sample_rate:
         _render_linear(dst, plan, src, recipe, params)
         return dst
     rate = plan.stretch_rate
@@ -166,6 +167,8 @@ def render_stem(plan: StemPlan, recipe: Recipe, table: StemTable, cfg: RemixConf
     x = read_window(src, plan.offset_s, span, recipe.sample_rate, recipe.channels, loop=plan.loop)
     if len(chain):
         x = chain.apply(x, recipe.sample_rate, params)
+    if rate != 1.0 and "stretch" not in chain.names:  # a stretch planned by tempo-aware mixing
+        x = _STRETCH.apply(x, recipe.sample_rate, StretchParams(stretch_rate=rate))
     x = _fit(np.asarray(x, dtype=np.float32), n)
     np.multiply(x, np.float32(10.0 ** (plan.level_db / 20.0)), out=dst)
     return dst
