@@ -412,9 +412,8 @@ def _zero_after(y: Tensor, lengths: Tensor, device: torch.device) -> Tensor:
     n_len = y.shape[-1]
     if bool((lengths >= n_len).all()):
         return y
-    keep = torch.arange(n_len, device=device).unsqueeze(0) < lengths.to(device, non_blocking=True).unsqueeze(
-        1
-    )
+    limits = lengths.to(device, non_blocking=True).unsqueeze(1)
+    keep = torch.arange(n_len, device=device).unsqueeze(0) < limits  # (n, L)
     return y * keep.unsqueeze(1).to(y.dtype)
 
 
