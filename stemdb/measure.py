@@ -12,11 +12,13 @@ analogue prototype of the 48 kHz biquads (inverse bilinear transform at 48 kHz, 
 target rate pre-warped at each stage's corner frequency), so 48 kHz reproduces the standard's coefficients exactly.
 (pyloudnorm designs its filters from audio-EQ-cookbook parameters instead and reads about 0.04 LU lower.)
 
-Speed: :func:`measure` makes one pass over the samples. With numba (a librosa dependency, imported lazily) one
-compiled loop runs the K-weighting filter on two channels at once, sums block energies and window energies, finds
-the peak, counts clipped samples and quantises to int16 for the content hash, without intermediate arrays. Without
-numba (or with ``backend="numpy"``) the same results come from ``scipy.signal.sosfilt`` and vectorised numpy; the
-two backends agree to 1e-9 dB (tested). Neither loops over gating blocks in Python.
+Speed: with numba (a librosa dependency, imported on first use; kernels cached on disk) :func:`measure` reads the
+samples in two compiled loops and no intermediate arrays: one runs the K-weighting filter on two channels (or two
+halves of a mono channel) side by side and sums its energy per 100 ms hop; the other, vectorised, sums window
+energies, finds the peak, counts clipped samples and quantises to int16 for the content hash. Without numba (or
+with ``backend="numpy"``) the same numbers come from ``scipy.signal.sosfilt`` and vectorised numpy; the two
+backends agree to 1e-9 dB (tested). Neither loops over gating blocks in Python. Gating block ``j`` counts for
+``j = 0 .. round((T - 0.4) / 0.1)`` (pyloudnorm's reading of BS.1770-4), a last block past the end zero-padded.
 """
 
 from __future__ import annotations
