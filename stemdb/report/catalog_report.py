@@ -187,17 +187,18 @@ def _leakage(every: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
     """Songs whose live files (duplicates included) sit in more than one split, and identical audio (one
     ``stem_id``) in more than one split; each finding names every live file involved."""
     live = every[~every["deleted"].astype(bool)]
-    songs = []
-    for song, g in live.groupby("song", sort=True):
-        if g["split"].nunique() > 1:
-            songs.append({"song": str(song), "splits": sorted(g["split"].astype(str).unique()),
-                          "files": sorted(g["key"].tolist())})
-    content = []
-    for sid, g in live.groupby("stem_id", sort=True):
-        if g["split"].nunique() > 1:
-            content.append({"stem_id": str(sid), "splits": sorted(g["split"].astype(str).unique()),
-                            "files": sorted(g["key"].tolist())})
-    return {"songs": songs, "content": content}
+    return {"songs": _spanning(live, "song"), "content": _spanning(live, "stem_id")}
+
+
+def _spanning(live: pd.DataFrame, col: str) -> list[dict[str, Any]]:
+    """Groups of ``col`` whose rows sit in more than one split, with the splits and every file named."""
+    n_splits = live.groupby(col, sort=True)["split"].nunique()
+    hits = n_splits[n_splits > 1].index
+    out = []
+    for value, g in live[live[col].isin(hits)].groupby(col, sort=True):
+        out.append({col: str(value), "splits": sorted(g["split"].astype(str).unique()),
+                    "files": sorted(g["key"].tolist())})
+    return out
 
 
 def catalog_stats(catalog: str | Path | Catalog) -> dict[str, Any]:
