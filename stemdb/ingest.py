@@ -322,13 +322,19 @@ def _row(
         "active": [[float(s), float(e)] for s, e in m.active],
         "tempo_bpm": _finite_or_none(m.tempo_bpm) if m.tempo_bpm is not None else None,
         "beats": [float(b) for b in m.beats_s],
-        "loudness_100ms": loudness_profile(a, sr).tolist(),
+        "loudness_100ms": _profile(m, a, sr),
         "flags": flags,
         "duplicate_of": None,
         "deleted": False,
         "ingested_at": now,
         "schema_version": SCHEMA_VERSION,
     }
+
+
+def _profile(m, a: np.ndarray, sr: int) -> list[float]:  # noqa: ANN001
+    """The loudness profile measured in the same pass as the loudness, or computed when absent."""
+    prof = m.extra.get("loudness_100ms") if m.extra else None
+    return (prof if prof is not None else loudness_profile(a, sr)).tolist()
 
 
 def _reject(job: FileJob, key: str, reason: str, now: datetime) -> dict:
@@ -395,7 +401,7 @@ def ingest_sources(
     report.skipped = len(same)
     rows_n, rej_n = _measure_all(todo, cat, cfg, progress)
     report.measured, report.rejected = rows_n, rej_n
-    report.deleted = _mark_deleted(
+    report.deleted = mark_deleted(
         cat, {s.name for s in sources}, {k for j in all_jobs for k in j.row_keys()}
     )
     measured_keys = {k for j in todo for k in j.row_keys()}
@@ -447,6 +453,20 @@ def _measure_all(
     return n_rows, n_rej
 
 
+def commit_results(cat: Catalog, results: Iterable[tuple[list[dict], list[dict]]]) -> tuple[int, int]:
+    """Append what :func:`measure_job` returned for some files (``(rows, rejects)`` pairs) to the catalogue as
+    one part file per table. Returns (stem rows, reject rows) committed. Used by callers that measure batches
+    themselves (the ``ingest-stems`` Prefect flow)."""
+    rows: list[dict] = []
+    rejects: list[dict] = []
+    for r, j in results:
+        rows.extend(r)
+        rejects.extend(j)
+    counts = len(rows), len(rejects)
+    _commit(cat, rows, rejects)
+    return counts
+
+
 def _commit(cat: Catalog, rows: list[dict], rejects: list[dict]) -> None:
     if rows:
         cat.append("stems", rows)
@@ -456,7 +476,8 @@ def _commit(cat: Catalog, rows: list[dict], rejects: list[dict]) -> None:
     rejects.clear()
 
 
-def _mark_deleted(cat: Catalog, sources: set[str], present: set[str]) -> int:
+def mark_deleted(cat: Catalog, sources: set[str], present: set[str]) -> int:
+    """Mark rows of ``sources`` whose key is not in ``present`` (files gone since the last run) as deleted."""
     df = cat.stems(source=sorted(sources), include_duplicates=True)
     gone = df[~df["key"].isin(present)]
     if gone.empty:

@@ -153,8 +153,13 @@ def measure(
     if not math.isfinite(stats.sum_sq):
         bad = int(x.size - np.count_nonzero(np.isfinite(x)))
         raise ValueError(f"audio has {bad} NaN/inf samples; measurements need finite samples")
-    hop_energy = _k_hop_energies(x, rate, _hop_bounds(n, rate), kernels)
+    hop_bounds = _hop_bounds(n, rate)
+    hop_energy = _k_hop_energies(x, rate, hop_bounds, kernels)
     lufs = _gated_loudness(_block_energies_from_hops(hop_energy, n, rate, weights))
+    # the loudness profile of stemdb.levels (K-weighted mean square per whole 100 ms hop, channels summed),
+    # taken from the same filter pass
+    n_whole = int(np.searchsorted(hop_bounds, n, side="right")) - 1 if hop_bounds.size else 0
+    profile = (hop_energy[:, :n_whole].sum(axis=0) / np.diff(hop_bounds[: n_whole + 1])).astype(np.float32)
     total = n_channels * n
     digital_silence = stats.peak == 0.0
     win_lengths = np.diff(win_bounds)
@@ -174,7 +179,8 @@ def measure(
         tempo_bpm=tempo_bpm,
         beats_s=beats,
         content_hash=_hash_pcm(stats.pcm, rate),
-        extra={"digital_silence": digital_silence, "backend": "numpy" if kernels is None else "numba"},
+        extra={"digital_silence": digital_silence, "backend": "numpy" if kernels is None else "numba",
+               "loudness_100ms": profile},
     )
 
 
