@@ -248,7 +248,9 @@ def measure_job(job: FileJob, cfg: IngestConfig) -> tuple[list[dict], list[dict]
                 tempo=cfg.tempo,
             )
         except Exception as exc:  # noqa: BLE001 - recorded, never fatal
-            rejects.append(_reject(job, key, f"measurement failed: {type(exc).__name__}: {exc}", now))
+            why = f"non-finite samples: {exc}" if "NaN/inf" in str(exc) else \
+                f"measurement failed: {type(exc).__name__}: {exc}"
+            rejects.append(_reject(job, key, why, now))
             continue
         rows.append(_row(job, key, i if job.is_stem_mp4 else -1, kind, a, sr, info, m, now))
     return rows, rejects
@@ -261,10 +263,7 @@ def _validate(a: np.ndarray, sr: int, max_channels: int) -> str | None:
         return f"too many channels: {a.shape[0]} > max_channels {max_channels}"
     if sr <= 0:
         return f"bad sample rate {sr}"
-    if not np.isfinite(a).all():
-        n = int((~np.isfinite(a)).sum())
-        return f"non-finite samples: {n} NaN/inf values"
-    return None
+    return None  # NaN/inf samples are caught by measure() in the same pass as the measurements
 
 
 def _finite_or_none(x: float) -> float | None:
