@@ -187,3 +187,34 @@ def test_invalid_configs_name_the_key(fixture_catalog: Path, update: dict, word:
     cfg = RemixConfig().model_copy(update=update)
     with pytest.raises(ConfigError, match=word):
         plan_recipes(fixture_catalog, n=1, seed=0, cfg=cfg)
+
+
+def test_coherent_mode_rebuilds_the_real_mixture(fixture_catalog: Path) -> None:
+    cfg = FAST.model_copy(update={"mode": "coherent", "augment": {}})
+    table = StemTable.from_catalog(fixture_catalog)
+    for r in plan_recipes(fixture_catalog, n=4, seed=0, cfg=cfg, seconds=2.0):
+        assert r.mode == "coherent"
+        assert len({s.song for s in r.stems}) == 1 and len({s.offset_s for s in r.stems}) == 1
+        out = render_recipe(r, table, cfg)
+        song, off = r.stems[0].song, r.stems[0].offset_s
+        real, sr = audio.read(ROOT / "tests" / "data" / "musdb" / "train" / song / "mixture.wav",
+                              start=int(round(off * 44100)), frames=r.frames)
+        # the fixture mixture is the sum of its stems within 1-3 LSB of 16-bit rounding
+        assert np.max(np.abs(out.mixture - real)) <= 4 / 32768
+
+
+def test_mixed_mode_uses_both(fixture_catalog: Path) -> None:
+    cfg = FAST.model_copy(update={"mode": "mixed", "coherent_weight": 0.5})
+    modes = [r.mode for r in plan_recipes(fixture_catalog, n=40, seed=0, cfg=cfg, seconds=1.0)]
+    assert 8 <= modes.count("coherent") <= 32 and "cross_song" in modes
+
+
+def test_five_target_set_with_keys(fixture_catalog: Path, tmp_path: Path) -> None:
+    cfg = FAST.model_copy(update={"targets": ("vocals", "drums", "bass", "keys", "other"), "kind_map": {},
+                                  "augment": {}})
+    build_remix(fixture_catalog, tmp_path / "five", n=3, seed=0, cfg=cfg, seconds=1.0)
+    rec = pd.read_parquet(tmp_path / "five" / "recipes.parquet")
+    assert set(rec["keys_kind"]) == {"keys"}
+    for mix_id in rec["mix_id"]:
+        names = sorted(p.stem for p in (tmp_path / "five" / "train" / mix_id).iterdir())
+        assert names == ["bass", "drums", "keys", "mixture", "other", "vocals"]
