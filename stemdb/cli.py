@@ -193,6 +193,51 @@ def evaluate(
     typer.echo(f"wrote {out}")
 
 
+@report_app.command("catalog")
+def report_catalog(
+    out: Annotated[Path, typer.Option("--out", "-o", help="the HTML page; FILE.json is written beside it")] = Path(
+        "reports/catalog.html"),
+    config: ConfigOpt = None,
+    catalog: CatalogOpt = None,
+) -> None:
+    """Catalogue statistics: one self-contained HTML page with plots, and JSON with every figure."""
+    from stemdb.report import catalog_report
+
+    try:
+        stats = catalog_report(_catalog_dir(config, catalog), out)
+    except StemdbError as exc:
+        _fail(exc)
+    files = sum(stats.get("files_by_kind", {}).values())
+    hours = sum(stats.get("hours_by_kind", {}).values())
+    typer.echo(f"report: {files} files, {hours:.2f} h -> {out} (+ {out.with_suffix('.json').name})")
+
+
+@report_app.command("remix")
+def report_remix(
+    remix_dir: Annotated[Path, typer.Argument(help="a remix output folder (with recipes.parquet)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the HTML page; FILE.json is written beside it")] = Path(
+        "reports/remix.html"),
+    config: ConfigOpt = None,
+    catalog: CatalogOpt = None,
+) -> None:
+    """Remix-set statistics, with the real multitracks of the catalogue as the level reference."""
+    from stemdb.catalog import Catalog
+    from stemdb.report import remix_report
+
+    try:
+        cat: Path | None = _catalog_dir(config, catalog)
+        try:
+            Catalog.open(cat)
+        except StemdbError:
+            typer.secho(f"note: no catalogue at {cat}; the real-multitrack reference is left out", err=True)
+            cat = None
+        stats = remix_report(remix_dir, out, catalog=cat)
+    except StemdbError as exc:
+        _fail(exc)
+    n = sum(stats.get("mixtures_by_split", {}).values())
+    typer.echo(f"report: {n} mixtures -> {out} (+ {out.with_suffix('.json').name})")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
