@@ -130,7 +130,11 @@ def main() -> None:
     print(f"ingest, 2 workers: {two['seconds']:.2f} s = {secs / two['seconds']:,.0f}x real time")
     if args.big_hours > 0:
         big = build_corpus(w / "corpus4", args.big_hours)
+        decode_only(w / "corpus4")
+        t_dec4 = decode_only(w / "corpus4")
         four = ingest_child(w / "corpus4", w / "cat4", 1)
+        print(f"{big / 3600:.1f} h corpus: decode-only {big / t_dec4:,.0f}x, ingest (1 worker, process start and "
+              f"imports included) {big / four['seconds']:,.0f}x real time: ratio {t_dec4 / four['seconds']:.2f}")
         print(f"peak RSS: {args.hours:g} h corpus {one['rss_mb']:.0f} MB, {big / 3600:.1f} h corpus "
               f"{four['rss_mb']:.0f} MB (ratio {four['rss_mb'] / one['rss_mb']:.2f})")
         shutil.rmtree(w / "corpus4", ignore_errors=True)
