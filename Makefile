@@ -18,8 +18,7 @@ $(BIN)/stemdb: pyproject.toml
 install: $(BIN)/stemdb
 
 demo: install
-	$(BIN)/stemdb ingest --config data.yaml
-	$(BIN)/stemdb catalog summary --config data.yaml
+	$(BIN)/python -m pipelines.demo --out $(OUT)
 
 test: install
 	$(BIN)/python -m pytest -q

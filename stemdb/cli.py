@@ -238,6 +238,18 @@ def report_remix(
     typer.echo(f"report: {n} mixtures -> {out} (+ {out.with_suffix('.json').name})")
 
 
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    port: Annotated[int | None, typer.Option(help="server port (default: from PREFECT_API_URL, else 4200)")] = None,
+) -> None:
+    """Start a local Prefect server (SQLite, 127.0.0.1) if none answers, then serve the deployments
+    ingest-stems/default, build-remix/default and dataset-stats/default until Ctrl-C / SIGTERM."""
+    from pipelines.serve import serve_main
+
+    raise typer.Exit(serve_main(config, port))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
