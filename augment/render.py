@@ -194,26 +194,22 @@ def _render_linear(dst: np.ndarray, plan: StemPlan, src: StemSource, recipe: Rec
     if start >= src.frames:
         start = 0
     as_int = src.subtype == "PCM_16"
-    a, _ = audio_io.read(src.path, start=start, frames=n, stream=None if src.stream < 0 else src.stream,
-                         dtype="int16" if as_int else "float32")
-    if plan.loop and a.shape[1] < n and src.frames > 0:
-        whole, _ = audio_io.read(src.path, stream=None if src.stream < 0 else src.stream,
-                                 dtype="int16" if as_int else "float32")
-        a = np.concatenate([a, *([whole] * int(math.ceil((n - a.shape[1]) / whole.shape[1])))], axis=1)[:, :n]
+    dtype = "int16" if as_int else "float32"
+    stream = None if src.stream < 0 else src.stream
+    a, _ = audio_io.read(src.path, start=start, frames=n, stream=stream, dtype=dtype, channels_first=False)
+    if plan.loop and a.shape[0] < n and src.frames > 0:
+        whole, _ = audio_io.read(src.path, stream=stream, dtype=dtype, channels_first=False)
+        a = np.concatenate([a, *([whole] * int(math.ceil((n - a.shape[0]) / whole.shape[0])))], axis=0)[:n]
     factor = np.float32(scale / 32768.0 if as_int else scale)
-    m = a.shape[1]
-    c_out = dst.shape[0]
-    for c in range(c_out):
-        row = c_out - 1 - c if swap and c_out == 2 else c
-        if a.shape[0] == c_out:
-            srow = a[c]
-        elif a.shape[0] == 1:
-            srow = a[0]
-        else:  # several channels to mono: mean, then scale
-            srow = a.astype(np.float32).mean(axis=0) * (np.float32(1.0 / 32768.0) if as_int else np.float32(1.0))
-            np.multiply(srow, np.float32(scale), out=dst[row, :m])
-            continue
-        np.multiply(srow, factor, out=dst[row, :m], dtype=np.float32, casting="unsafe")
+    m = a.shape[0]  # (frames, channels): channels are read as strided views, no transposing copy
+    c_in, c_out = a.shape[1], dst.shape[0]
+    if c_in > c_out and c_out == 1:  # several channels to mono: mean, then scale
+        np.multiply(a.mean(axis=1, dtype=np.float32), factor, out=dst[0, :m])
+    else:
+        for c in range(c_out):
+            row = c_out - 1 - c if swap and c_out == 2 else c
+            np.multiply(a[:, c if c_in == c_out else 0], factor, out=dst[row, :m], dtype=np.float32,
+                        casting="unsafe")
     if m < n:
         dst[:, m:] = 0.0
 
@@ -228,6 +224,15 @@ def quantize(x: np.ndarray, subtype: str) -> np.ndarray:
     np.clip(x, -q, q - 1, out=x)
     x *= np.float32(1.0 / q)  # a power of two: exact
     return x
+
+
+def _to_grid(x: np.ndarray, subtype: str) -> None:
+    """:func:`quantize` for audio known to lie within ±CLIP_LIMIT (no clipping pass), in place."""
+    q = _QUANT.get(subtype)
+    if q is not None:
+        x *= np.float32(q)
+        np.rint(x, out=x)
+        x *= np.float32(1.0 / q)
 
 
 def mix_stems(stems: Sequence[np.ndarray] | np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -261,19 +266,24 @@ def render_recipe(recipe: Recipe, table: StemTable, cfg: RemixConfig, *, out: np
     """
     shape = (len(recipe.stems), recipe.channels, recipe.frames)
     stems = out if out is not None and out.shape == shape else np.empty(shape, dtype=np.float32)
+    peaks = []
     for k, p in enumerate(recipe.stems):
         render_stem(p, recipe, table, cfg, out=stems[k])
-        for row in stems[k]:  # row by row while it is hot in cache
-            quantize(row, recipe.subtype)
-    mix = mix_stems(stems, mix_out)
-    peak = max(float(mix.max(initial=0.0)), -float(mix.min(initial=0.0)))
+        peaks.append(max(float(stems[k].max(initial=0.0)), -float(stems[k].min(initial=0.0))))
+    # one factor for every stem keeps the mixture and each stem under CLIP_LIMIT, so nothing is clipped when
+    # quantising; the mixture's peak is at most the sum of the stems' peaks, so the sum is skipped when that fits
+    peak = max(peaks, default=0.0)
+    if sum(peaks) > CLIP_LIMIT:
+        raw = mix_stems(stems, mix_out)
+        peak = max(peak, float(raw.max(initial=0.0)), -float(raw.min(initial=0.0)))
     scale_db = 0.0
-    if peak > CLIP_LIMIT:  # rare: scale every stem alike, back onto the grid, and sum again
+    if peak > CLIP_LIMIT:
         g = np.float32(CLIP_LIMIT / peak)
         stems *= g
-        quantize(stems, recipe.subtype)
-        mix = mix_stems(stems, mix_out)
         scale_db = 20.0 * math.log10(float(g))
+    for row in stems.reshape(-1, stems.shape[-1]):  # row by row while it is hot in cache
+        _to_grid(row, recipe.subtype)
+    mix = mix_stems(stems, mix_out)
     return Rendered(stems, mix, scale_db)
 
 

@@ -82,6 +82,7 @@ def read(
     frames: int | None = None,
     stream: int | None = None,
     dtype: str = "float32",
+    channels_first: bool = True,
 ) -> tuple[np.ndarray, int]:
     """Decode audio, optionally a window of it, as ``(channels, samples)``.
 
@@ -92,6 +93,8 @@ def read(
             returned shorter (never padded here).
         stream: stream index for ``.stem.mp4`` files (see :data:`STEM_MP4_STREAMS`); ignored otherwise.
         dtype: ``"float32"`` (full scale ±1.0) or ``"int16"`` (raw PCM where the file allows; cheaper).
+        channels_first: ``False`` returns the decoder's interleaved ``(samples, channels)`` array as it is, saving
+            the transposing copy for callers that read channels as strided views (the renderer's fast path).
 
     WAV and FLAC windows are read by seeking: only the window is decoded.
 
@@ -109,8 +112,8 @@ def read(
     _check_exists(p)
     if is_stem_mp4(p):
         audio, sr = read_stem_mp4(p, streams=[0 if stream is None else stream])
-        out = audio[0][:, start : None if frames is None else start + frames]
-        return _as_dtype(out, dtype), sr
+        out = _as_dtype(audio[0][:, start : None if frames is None else start + frames], dtype)
+        return (out if channels_first else np.ascontiguousarray(out.T)), sr
     try:
         with sf.SoundFile(str(p)) as f:
             if start:
@@ -119,7 +122,7 @@ def read(
             sr = int(f.samplerate)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise AudioReadError(p, f"decoding failed ({exc})") from exc
-    return np.ascontiguousarray(data.T), sr
+    return (np.ascontiguousarray(data.T) if channels_first else data), sr
 
 
 def read_stem_mp4(path: str | Path, *, streams: list[int] | None = None) -> tuple[np.ndarray, int]:

@@ -3,6 +3,7 @@ active windows, loudness calibration, MUSDB readability, config errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import filecmp
 from pathlib import Path
 
@@ -218,3 +219,21 @@ def test_five_target_set_with_keys(fixture_catalog: Path, tmp_path: Path) -> Non
     for mix_id in rec["mix_id"]:
         names = sorted(p.stem for p in (tmp_path / "five" / "train" / mix_id).iterdir())
         assert names == ["bass", "drums", "keys", "mixture", "other", "vocals"]
+
+
+def test_clip_prevention_scales_all_stems_alike_and_never_clips(fixture_catalog: Path) -> None:
+    """A mixture planned far too loud (0 LUFS) is scaled down as a whole: every stem and the mixture stay under
+    the limit, so quantisation never clips a stem, and the relative levels are kept."""
+    from augment.render import CLIP_LIMIT
+
+    loud = FAST.model_copy(update={"augment": {}, "levels": FAST.levels.model_copy(update={"mix_lufs": (0.0, 0.0)})})
+    table = StemTable.from_catalog(fixture_catalog)
+    for r in plan_recipes(fixture_catalog, n=5, seed=2, cfg=loud, seconds=2.0):
+        out = render_recipe(r, table, loud)
+        assert out.clip_scale_db < -3.0
+        assert np.max(np.abs(out.stems)) <= CLIP_LIMIT + 1 / 32768
+        assert np.max(np.abs(out.mixture)) <= CLIP_LIMIT + 4 / 32768
+        quiet = render_recipe(dataclasses.replace(r, subtype="FLOAT"), table, loud)
+        assert not np.array_equal(quiet.stems, out.stems)
+        # the same recipe in float: stems differ from the 16-bit render by rounding only (no clipped samples)
+        assert np.max(np.abs(quiet.stems - out.stems)) <= 0.5 / 32768 + 1e-7
