@@ -19,10 +19,12 @@ stored loudness profile (no decoding). ``uniform`` draws plain random gains in d
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -183,7 +185,12 @@ def _check_pool(pool: StemPool, cfg: RemixConfig) -> None:
 
 
 def _chain(cfg: RemixConfig, target: str) -> StemAugment:
-    return StemAugment.from_config(cfg.augment.get(target))
+    return _chain_cached(json.dumps(cfg.augment.get(target), sort_keys=True))
+
+
+@lru_cache(maxsize=64)
+def _chain_cached(augment_json: str) -> StemAugment:
+    return StemAugment.from_config(json.loads(augment_json))
 
 
 def _plan_cross_song(rng: np.random.Generator, pool: StemPool, cfg: RemixConfig, dur: float,
