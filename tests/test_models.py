@@ -263,7 +263,7 @@ def test_overfits_one_batch_of_real_audio(name, kwargs, loss_name, lr):
 
     torch.manual_seed(0)
     first = loss_now()
-    for _ in range(250):
+    for _ in range(200):
         opt.zero_grad()
         loss = loss_now()
         loss.backward()
