@@ -381,6 +381,27 @@ class LossStep(nn.Module):
         return self.loss_fn(self.model(mixture), targets)
 
 
+def unused_parameters(step: LossStep, *, device: torch.device, seconds: float = 0.5) -> list[str]:
+    """Names of the trainable parameters that get no gradient from ``step`` (probed once, in eval mode, on
+    ``seconds`` of silence; gradients and running statistics are left as they were)."""
+    model = step.model
+    was_training = model.training
+    n = max(round(seconds * model.sample_rate), getattr(model, "n_fft", 0) * 2, 64)
+    mix = torch.zeros(1, model.channels, n, device=device)
+    tgt = torch.zeros(1, len(model.targets), model.channels, n, device=device)
+    saved = {name: p.grad for name, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = None
+    try:
+        model.eval()
+        step(mix, tgt).backward()
+        return [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    finally:
+        model.train(was_training)
+        for name, p in model.named_parameters():
+            p.grad = saved[name]
+
+
 # --------------------------------------------------------------------------------------------------------------
 # data
 
@@ -762,7 +783,13 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.wrapped: nn.Module = DistributedDataParallel(self.loss_step, device_ids=ids)
+            unused = unused_parameters(self.loss_step, device=self.device)
+            if unused:  # e.g. Conv-TasNet's last residual convolution, whose output nothing reads
+                logger.info("DDP: %d parameter tensors get no gradient (%s); find_unused_parameters on",
+                            len(unused), ", ".join(unused[:4]))
+            self.wrapped: nn.Module = DistributedDataParallel(
+                self.loss_step, device_ids=ids, find_unused_parameters=bool(unused)
+            )
         else:
             self.wrapped = self.loss_step
         self.optimizer = torch.optim.Adam(
