@@ -96,6 +96,15 @@ def test_every_index_exactly_once_per_epoch(fixture_catalog: Path, workers: int,
     assert sorted(seen) == list(range(N))
 
 
+def test_exactly_once_with_default_config_and_any_loader_batch_size(fixture_catalog: Path) -> None:
+    seen = []
+    for rank in range(2):  # the interface outside checks use: config None, run length 1, loader batch 4
+        ds = RemixStream(catalog=fixture_catalog, seconds=SEC, seed=2, epoch_length=N, rank=rank, world_size=2,
+                         with_index=True)
+        seen += [i for b in DataLoader(ds, batch_size=4, num_workers=3) for i in b[0].tolist()]
+    assert sorted(seen) == list(range(N))
+
+
 def test_streamloader_gives_the_dataloader_batches_for_any_worker_count(fixture_catalog: Path) -> None:
     ref = batches(DataLoader(stream(fixture_catalog, batch_size=3), batch_size=3))
     assert [i for b in ref for i in b[0]] == epoch_order(11, 0, N).tolist()
@@ -265,6 +274,12 @@ def test_gpu_augment_mode_hands_pitch_and_stretch_to_gpu_augment(fixture_catalog
     c = next(iter(DataLoader(cpu, batch_size=2)))
     gm, gt = device_batch(*g, device="cpu", augment=GpuAugment(), out_frames=gpu.out_frames)
     assert torch.equal(gt, c[1]) and torch.allclose(gm, c[0], atol=1e-6)
+    # a silent target carries the identity, so GpuAugment copies its zeros instead of processing them
+    silent = RemixStream(fixture_catalog, cfg.model_copy(update={"silent_prob": {"vocals": 1.0}}), seconds=1.0,
+                         seed=5, epoch_length=4, gpu_augment=True)
+    _m, t, a = silent.item(1, 0)
+    assert silent.recipe(1, 0).stems[0].augment["pitch_semitones"] != 0  # drawn all the same
+    assert a["pitch"][0] == 0 and a["rate"][0] == 1 and not t[0].any() and (a["rate"][1:] != 1).all()
 
 
 def test_streamloader_device_batches_are_float_copies(fixture_catalog: Path) -> None:

@@ -7,6 +7,10 @@ of ``slots`` batch buffers allocated once, in shared memory, before the workers 
 batch in place and sends only ``(worker, slot, n)``; the main process hands out views of that slot and gives the slot
 back when the next batch is asked for. Nothing is allocated, copied or collated per batch.
 
+Memory: ``max(1, num_workers) * slots`` batches of shared memory (``/dev/shm``), allocated once
+(:attr:`StreamLoader.ring_bytes`); e.g. 8 workers x 3 slots x 16 mixtures of 6 s stereo 4 stems + mixture: 4.1 GB in
+float32, 2.0 GB in int16. A plain DataLoader keeps about ``prefetch_factor * num_workers`` batches in flight there.
+
 Contract: a batch (on the CPU) is valid until the next one is requested; move it to the device, or ``clone()`` it to
 keep it. With ``device=`` the loader does the transfer itself (int16 -> float32 on the device, and ``GpuAugment``
 when the stream carries pitch/stretch parameters), so what it yields is yours to keep.
@@ -53,6 +57,7 @@ class _Ring:
         self.targets = torch.zeros((*shape, s, c, t), dtype=dt).share_memory_()
         self.aug = torch.zeros((*shape, 2, s), dtype=torch.float32).share_memory_()
         self.index = torch.zeros(shape, dtype=torch.int64).share_memory_()
+        self.nbytes = sum(x.numel() * x.element_size() for x in (self.mixture, self.targets, self.aug, self.index))
         self.flags = torch.zeros((workers, slots), dtype=torch.int64).share_memory_()
         self.generation = torch.zeros(1, dtype=torch.int64).share_memory_()
 
@@ -149,12 +154,19 @@ class StreamLoader:
         self.drop_last = bool(drop_last)
         stream.batch_size = self.batch_size
         self.ring = _Ring(stream, max(1, self.num_workers), self.slots, self.batch_size)
+        log.info("StreamLoader: %d worker(s) x %d slot(s) x batch %d: %.0f MB of shared memory (/dev/shm)",
+                 max(1, self.num_workers), self.slots, self.batch_size, self.ring.nbytes / 1e6)
         kw: dict[str, Any] = {}
         if self.num_workers:
             kw = dict(prefetch_factor=prefetch, persistent_workers=persistent_workers,
                       multiprocessing_context=multiprocessing_context, timeout=timeout)
         self.loader = DataLoader(_RingBatches(stream, self.ring, self.batch_size, self.drop_last), batch_size=None,
                                  num_workers=self.num_workers, **kw)
+
+    @property
+    def ring_bytes(self) -> int:
+        """Bytes of shared memory held by the batch buffers."""
+        return self.ring.nbytes
 
     def __len__(self) -> int:
         n = len(self.stream)

@@ -178,5 +178,16 @@ class RemixStream(IndexedStream):
             np.copyto(mixture, r.mixture)
         if not self.gpu_augment:
             return None
-        return np.array([[float(s.augment.get("pitch_semitones", 0.0)) for s in recipe.stems],
-                         [float(s.augment.get("stretch_rate", 1.0)) for s in recipe.stems]], dtype=np.float32)
+        return gpu_params(recipe)
+
+
+def gpu_params(recipe: Recipe) -> np.ndarray:
+    """``(2, S)`` float32: each stem's ``pitch_semitones`` and ``stretch_rate``; a silent target gets the identity
+    (0, 1) so ``GpuAugment`` copies it instead of processing zeros."""
+    out = np.zeros((2, len(recipe.stems)), dtype=np.float32)
+    out[1] = 1.0
+    for k, s in enumerate(recipe.stems):
+        if s.stem_id is not None:
+            out[0, k] = float(s.augment.get("pitch_semitones", 0.0))
+            out[1, k] = float(s.augment.get("stretch_rate", 1.0))
+    return out
