@@ -5,16 +5,18 @@ Run: .venv/bin/python bench/stream.py [--n 480 --batch 16 --workers 2 --seconds 
 Corpus: the fixture stems (MUSDB18-HQ excerpts and loose stems) converted to 44.1 kHz stereo 16-bit WAV, tiled to
 30 s, in several copies with distinct gains, in a temp folder; a catalogue of it (``ingest_sources``, tempo off).
 
-Measured, same run, same DataLoader settings (batch, workers), no pitch/stretch anywhere; the loop copies each
-batch into a preallocated buffer, as a host-to-device copy would read it:
+Measured, same run, same DataLoader settings (batch, workers, persistent workers), no pitch/stretch anywhere,
+steady state (the second of two epochs); the loop copies each batch into a preallocated buffer, as a host-to-device
+copy would read it:
 (a) naive baseline, written here the way Open-Unmix's source-folder dataset works: per mixture open 4 random files
     (one per target), read a random 6 s window of each (float32), random gain, random channel swap, stack, sum;
     default collate;
 (b) ``RemixStream`` per item through a plain DataLoader (default collate), float32 and int16;
 (c) ``StreamLoader`` (batches rendered in place in reused shared-memory buffers), float32 and int16.
-Also: the renderer alone in this process (plan + render into reused buffers) with where its time goes, and the
-pipeline alone (a fixed pre-rendered item: collate, transport, consumer copy).
-CPU time is of all processes: ``getrusage`` of this process plus its (joined) worker processes.
+Also: the renderer alone in this process (plan + render into reused buffers) with where its time goes (and at the
+mono / 33,075 Hz / 22,050 Hz options), and the pipeline alone (a fixed pre-rendered item: collate, transport,
+consumer copy).
+CPU time is of all processes: this process and its workers (``getrusage`` and psutil for live workers).
 Goal: <= 10 ms per 6 s 4-stem mixture and >= 2.5x faster than (a); the ratio (a) / best stream is printed last.
 """
 
@@ -272,6 +274,10 @@ def main() -> None:
         ds32, ds16 = stream("float32"), stream("int16")
         for label, ms in render_breakdown(ds32, min(n, 200)):
             print(f"  renderer, 1 process: {label}: {ms:.2f} ms")
+        for label, kw in [("mono", dict(mono=True)), ("33,075 Hz (soxr per stem)", dict(sample_rate=33075)),
+                          ("22,050 Hz (soxr per stem)", dict(sample_rate=22050))]:
+            other = RemixStream(work / "cat", cfg, seconds=args.seconds, seed=0, epoch_length=n, **kw)
+            print(f"  renderer, 1 process, {label}: {render_only(other, min(n, 100)):.2f} ms")
         for name, loader in [
             ("pipeline only (fixed item), DataLoader default collate, float32", plain(FixedItems(ds32.item(0, 0), n))),
             ("pipeline only (fixed item), DataLoader default collate, int16", plain(FixedItems(ds16.item(0, 0), n))),
