@@ -10,8 +10,9 @@ delivers the share in order, so "the first ``consumed`` items" is a well-defined
 ``load_state_dict(state)`` continues with the next one: nothing repeated, nothing skipped, and the batches after the
 resume equal those of an uninterrupted run (whatever the number of workers before and after).
 The count is kept for you when the stream is iterated in this process (``num_workers=0``) or through
-:class:`train.data.StreamLoader`; with a plain DataLoader *with workers* the items are drawn in other processes, so
-count what the loop received and pass it: ``ds.state_dict(consumed=items_received)``.
+:class:`train.data.StreamLoader`; with a plain DataLoader *with workers* the items are drawn in other processes
+(which also prefetch), so the loop must say what it received: ``ds.count_delivered(len(batch[0]))`` per batch, or
+``ds.state_dict(consumed=items_received)``; and give the stream the loader's ``batch_size``.
 
 ``set_epoch``, ``load_state_dict`` and the resolved rank live in a small shared-memory tensor, so DataLoader
 workers see them even with ``persistent_workers=True``.
@@ -146,6 +147,17 @@ class IndexedStream(IterableDataset):
                         self.batch_size)
         return rank, world
 
+    def begin_iteration(self) -> int:
+        """Called in the main process when an iteration starts: resolves the rank and resets the count of items
+        delivered to the resume point, which it returns."""
+        self._resolve()
+        self._consumed = int(self._control[_START])
+        return self._consumed
+
+    def count_delivered(self, n: int) -> None:
+        """``n`` more items reached the training loop (kept by in-process iteration and :class:`StreamLoader`)."""
+        self._consumed += int(n)
+
     def rank_world(self) -> tuple[int, int]:
         """The ``(rank, world_size)`` in force (as last resolved in the main process)."""
         return int(self._control[_RANK]), int(self._control[_WORLD])
@@ -214,14 +226,13 @@ class IndexedStream(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if info is None:
-            self._resolve()
-            self._consumed = int(self._control[_START])
+            self.begin_iteration()
         epoch = self.epoch
         for idx in self.runs(worker, workers, run=self.batch_size):
             for i in idx.tolist():
                 item = self.item(i, epoch)
                 if info is None:
-                    self._consumed += 1
+                    self.count_delivered(1)
                 yield item
 
     # -- items ----------------------------------------------------------------------------------------------

@@ -181,14 +181,12 @@ class StreamLoader:
 
     def __iter__(self) -> Iterator[tuple]:
         stream, ring = self.stream, self.ring
-        stream._resolve()
-        start = int(stream._control[1])
-        stream._consumed = start
+        stream.begin_iteration()
         ring.next_generation()
         it = iter(self.loader)
         try:
             for worker, slot, n in it:
-                stream._consumed += n
+                stream.count_delivered(n)
                 yield self._batch(worker, slot, n)
                 ring.release(worker, slot)
         finally:
