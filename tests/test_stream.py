@@ -167,9 +167,15 @@ def test_resume_through_dataloader_workers(fixture_catalog: Path) -> None:
     ds = stream(fixture_catalog, batch_size=2)
     ds.set_epoch(3)
     full = batches(DataLoader(ds, batch_size=2, num_workers=2))
+    ds.set_epoch(4)
+    ds.set_epoch(3)  # back at the start of epoch 3
     head = batches(DataLoader(ds, batch_size=2, num_workers=2), limit=2)
-    # items are drawn in the workers: the loop counts what it received
-    state = ds.state_dict(consumed=sum(len(b[0]) for b in head))
+    # items are drawn in the workers: the loop says what it received
+    assert ds.state_dict()["consumed"] == 0
+    for b in head:
+        ds.count_delivered(len(b[0]))
+    state = ds.state_dict()
+    assert state == ds.state_dict(consumed=4) and state["consumed"] == 4
     fresh = stream(fixture_catalog, batch_size=2)
     fresh.load_state_dict(state)
     tail = batches(DataLoader(fresh, batch_size=2, num_workers=3))  # another worker count after the restart
