@@ -250,6 +250,19 @@ def serve(
     raise typer.Exit(serve_main(config, port))
 
 
+def _mount_train_commands() -> None:
+    from train import cli as train_cli  # imports neither torch nor the trainer until a command runs
+
+    app.command("train", help="Train a bundled model (unet, blstm, convtasnet) on the remix stream.")(
+        train_cli.train_cmd)
+    app.command("separate", help="Separate an audio file into stems with a trained run.")(train_cli.separate_cmd)
+    app.command("evaluate-run", help="Separate a MUSDB18-layout set with a run and score it.")(
+        train_cli.evaluate_run_cmd)
+
+
+_mount_train_commands()
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
