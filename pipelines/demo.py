@@ -1,6 +1,7 @@
 """The README's main job: the whole Prefect loop on the bundled fixtures, started and stopped cleanly.
 
     python -m pipelines.demo --out work/demo [--n 16] [--seconds 4] [--seed 0] [--config data.yaml] [--port N]
+                             [--keep-serving]
 
 1. starts ``python -m pipelines.serve`` (a local Prefect server on 127.0.0.1 and the three served deployments) in
    the background, on a free port, with its own ``PREFECT_HOME`` under ``OUT/prefect`` (so it never meets another
@@ -9,7 +10,8 @@
    ``build-remix/default`` (``--n`` mixtures of ``--seconds`` s into ``OUT/remix``), then ``dataset-stats/default``
    (HTML reports in ``OUT/reports``), each with ``--watch``;
 3. prints where the output is, and stops serve and server (SIGTERM to the supervisor, which stops serve first, then
-   the server), also when a step fails or on Ctrl-C. Exit status 0 when every run completed.
+   the server), also when a step fails or on Ctrl-C. Exit status 0 when every run completed. With
+   ``--keep-serving`` it waits for Ctrl-C before stopping, so the runs, tasks and artifacts can be browsed in the UI.
 
 Rerunning is safe: the catalogue is incremental and a finished remix set is not rendered again.
 """
@@ -100,7 +102,7 @@ def run_deployment(name: str, params: dict[str, object], env: dict[str, str], cw
 
 
 def run_demo(out: Path, *, config: Path, n: int = 16, seconds: float = 4.0, seed: int = 0,
-             port: int | None = None) -> int:
+             port: int | None = None, keep_serving: bool = False) -> int:
     """The whole loop (see the module docstring). Returns the exit status."""
     out = out.expanduser().resolve()
     config = config.expanduser().resolve()
@@ -114,18 +116,28 @@ def run_demo(out: Path, *, config: Path, n: int = 16, seconds: float = 4.0, seed
     t0 = time.perf_counter()
     print(f"demo: starting a Prefect server and stemdb serve on {api_url} (logs in {home})", flush=True)
     proc, log_path = start_supervisor(out, api_url, config)
+    catalog, remix, reports = out / "catalog", out / "remix", out / "reports"
+    finished = False
     try:
         wait_ready(api_url, proc, log_path)
         print(f"demo: deployments ready after {time.perf_counter() - t0:.0f} s; UI on {api_url[:-4]}", flush=True)
-        catalog, remix, reports = out / "catalog", out / "remix", out / "reports"
         run_deployment("ingest-stems/default", {"catalog": catalog}, env, config.parent)
         chunk = max(1, min(25, (n + 1) // 2))  # two render tasks at least, so the UI shows the mapping
         run_deployment("build-remix/default", {"catalog": catalog, "n_mixtures": n, "seconds": seconds,
                                                "seed": seed, "out": remix, "chunk_size": chunk}, env, config.parent)
         run_deployment("dataset-stats/default", {"catalog": catalog, "remix_dir": remix, "out": reports},
                        env, config.parent)
-    except (RuntimeError, KeyboardInterrupt) as exc:
-        print(f"\ndemo: failed: {exc}" if isinstance(exc, RuntimeError) else "\ndemo: interrupted", file=sys.stderr)
+        finished = True
+        if keep_serving:
+            print(f"\ndemo: the runs and artifacts are on {api_url[:-4]}; Ctrl-C stops serve and server", flush=True)
+            while proc.poll() is None:
+                time.sleep(1.0)
+    except KeyboardInterrupt:
+        if not finished:
+            print("\ndemo: interrupted", file=sys.stderr)
+            return 1
+    except RuntimeError as exc:
+        print(f"\ndemo: failed: {exc}", file=sys.stderr)
         return 1
     finally:
         print("demo: stopping stemdb serve and the Prefect server", flush=True)
@@ -148,8 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=4.0, help="mixture length in seconds (default 4)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--port", type=int, default=None, help="API port (default: a free one)")
+    ap.add_argument("--keep-serving", action="store_true", help="after the runs, serve the UI until Ctrl-C")
     args = ap.parse_args(argv)
-    return run_demo(args.out, config=args.config, n=args.n, seconds=args.seconds, seed=args.seed, port=args.port)
+    return run_demo(args.out, config=args.config, n=args.n, seconds=args.seconds, seed=args.seed, port=args.port,
+                    keep_serving=args.keep_serving)
 
 
 if __name__ == "__main__":
