@@ -111,6 +111,8 @@ def test_streamloader_gives_the_dataloader_batches_for_any_worker_count(fixture_
     for workers in (0, 1, 3):
         got = batches(StreamLoader(stream(fixture_catalog), batch_size=3, num_workers=workers))
         assert same(got, ref), workers
+    dropped = StreamLoader(stream(fixture_catalog), batch_size=3, drop_last=True)
+    assert len(dropped) == 3 and same(batches(dropped), ref[:3])
     for rank in range(2):  # ranks through the StreamLoader too
         ds = stream(fixture_catalog, rank=rank, world_size=2)
         got = [i for b in batches(StreamLoader(ds, batch_size=2, num_workers=2)) for i in b[0]]
