@@ -203,8 +203,12 @@ def _render_linear(dst: np.ndarray, plan: StemPlan, src: StemSource, recipe: Rec
     factor = np.float32(scale / 32768.0 if as_int else scale)
     m = a.shape[0]  # (frames, channels): channels are read as strided views, no transposing copy
     c_in, c_out = a.shape[1], dst.shape[0]
-    if c_in > c_out and c_out == 1:  # several channels to mono: mean, then scale
-        np.multiply(a.mean(axis=1, dtype=np.float32), factor, out=dst[0, :m])
+    if c_in > c_out and c_out == 1:  # several channels to mono: their mean, scaled (strided adds, no reduce)
+        acc = dst[0, :m]
+        np.add(a[:, 0], a[:, 1], out=acc, dtype=np.float32, casting="unsafe")
+        for c in range(2, c_in):
+            np.add(acc, a[:, c], out=acc, dtype=np.float32, casting="unsafe")
+        acc *= np.float32(factor / c_in)
     else:
         for c in range(c_out):
             row = c_out - 1 - c if swap and c_out == 2 else c
