@@ -10,16 +10,14 @@ PATH.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from stemdb.atomic import atomic_open
 from stemdb.errors import AudioReadError, AudioWriteError, MissingDependencyError
 
 #: Stream order inside a native MUSDB18 ``.stem.mp4`` file.
@@ -179,18 +177,11 @@ def write(
     p = Path(path)
     if audio.ndim != 2:
         raise AudioWriteError(p, f"audio must be (channels, samples), got shape {audio.shape}")
-    p.parent.mkdir(parents=True, exist_ok=True)
     fmt = format or _format_for(p)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_open(p, "wb") as fh:
             sf.write(fh, np.ascontiguousarray(audio.T), sample_rate, subtype=subtype, format=fmt)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
     except Exception as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
         raise AudioWriteError(p, str(exc)) from exc
     return p
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -31,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from stemdb.atomic import atomic_open, fsync_dir, write_text_atomic
 from stemdb.errors import CatalogError
 
 SCHEMA_VERSION = 1
@@ -93,47 +92,15 @@ _TIME_COL = {"stems": "ingested_at", "rejects": "rejected_at"}
 
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> Path:
-    """Write ``table`` to ``path`` through a dot-prefixed temp file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Write ``table`` to ``path`` atomically (zstd), see :mod:`stemdb.atomic`."""
+    with atomic_open(path, "wb") as fh:
+        pq.write_table(table, fh, compression="zstd")
     return path
 
 
 def write_json_atomic(data: object, path: Path) -> Path:
-    """Write JSON atomically (temp file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True, allow_nan=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _fsync_dir(d: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    """Write JSON atomically (NaN/inf refused)."""
+    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False))
 
 
 def rows_to_table(rows: Sequence[dict], table: str) -> pa.Table:
@@ -319,7 +286,7 @@ class Catalog:
         for p in parts:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
-        _fsync_dir(self.root / name)
+        fsync_dir(self.root / name)
 
     def set_source_roots(self, roots: dict[str, str]) -> None:
         meta = self.root / "_catalog.json"

@@ -27,13 +27,10 @@ folders (``<root>/train/<track>/...``, ``<root>/test/<track>/...``); references 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import multiprocessing
-import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -45,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from stemdb import audio
+from stemdb.atomic import write_text_atomic
 from stemdb.errors import StemdbError
 from train.metrics import si_sdr
 
@@ -393,17 +391,7 @@ def write_scores(scores: Mapping[str, Any], out: Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_json_safe(scores), indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(out, text)
     return out
 
 

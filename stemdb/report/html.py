@@ -15,14 +15,14 @@ import contextlib
 import io
 import json
 import math
-import os
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from stemdb.atomic import write_text_atomic as _write_text_atomic
 
 TEMPLATE = "template.html.j2"
 DPI = 90
@@ -281,22 +281,8 @@ def render_html(page: Page) -> str:
 
 
 def write_text_atomic(text: str, path: Path) -> Path:
-    """Write UTF-8 text through a dot-prefixed temp file in the same folder (mode 0666 less the umask, as a
-    plain ``open`` would give), fsync, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write UTF-8 text atomically (see :mod:`stemdb.atomic`)."""
+    return _write_text_atomic(path, text)
 
 
 def json_path(out_html: Path) -> Path:
