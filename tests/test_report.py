@@ -124,8 +124,14 @@ def live_figures() -> int:
     """Matplotlib Figure objects alive in this process (after a full garbage collection)."""
     from matplotlib.figure import Figure
 
+    def is_figure(o: object) -> bool:
+        try:
+            return isinstance(o, Figure)
+        except ReferenceError:  # a dead weakref.proxy left by other tests in the session
+            return False
+
     gc.collect()
-    return sum(isinstance(o, Figure) for o in gc.get_objects())
+    return sum(is_figure(o) for o in gc.get_objects())
 
 
 @pytest.fixture(scope="module")
