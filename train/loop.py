@@ -743,10 +743,13 @@ class Trainer:
         config: :class:`TrainConfig`.
         out: the run folder (``checkpoints/``, ``train.csv``, ``train.png``, ``run.json``).
         train_data: one of
-            - a ``torch.utils.data.IterableDataset`` yielding ``(mixture (C, T), targets (S, C, T))`` or
-              ``(index, mixture, targets)`` items (``train.data.RemixStream``): batched by a DataLoader with
-              ``batch_size`` and ``num_workers``; ``set_epoch(epoch)`` is called at each epoch and its
-              ``state_dict()`` / ``load_state_dict()`` are checkpointed when it has them;
+            - a :mod:`train.data` stream (``RemixStream``, ``MixtureFolders``): batched by
+              :class:`train.data.StreamLoader` (``batch_size``, ``num_workers``, straight to the device, GPU
+              pitch/stretch when the stream defers it); ``set_epoch`` at each epoch, its ``state_dict()`` in every
+              checkpoint and ``load_state_dict()`` on resume (exact mid-epoch position, each rank its own share);
+            - another ``torch.utils.data.IterableDataset`` of ``(mixture (C, T), targets (S, C, T))`` or
+              ``(index, mixture, targets)`` items: a DataLoader batches it (``set_epoch`` called when it has one);
+              a resume skips the batches already trained on;
             - a map-style ``Dataset`` of such items (e.g. :class:`ArrayDataset`): shuffled per epoch by a
               ``DistributedSampler`` (seeded from ``seed``; each rank its share, ``drop_last``);
             - any re-iterable of ready batches ``(mixture (B, C, T), targets (B, S, C, T))`` (one pass = one epoch).
