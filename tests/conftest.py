@@ -57,3 +57,25 @@ def stems_copy(tmp_path: Path) -> Path:
     dst = tmp_path / "stems"
     shutil.copytree(STEMS, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():  # noqa: ANN201 - a generator fixture
+    """One temporary Prefect server for the whole session: telemetry off, heartbeats off, generous startup timeout."""
+    import os
+
+    saved = {k: os.environ.get(k) for k in ("DO_NOT_TRACK", "PREFECT_SERVER_ANALYTICS_ENABLED")}
+    os.environ.update({"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    import prefect.settings as ps
+    from prefect.testing.utilities import prefect_test_harness
+
+    try:
+        with ps.temporary_settings(updates={ps.PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), \
+                prefect_test_harness(server_startup_timeout=300):
+            yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

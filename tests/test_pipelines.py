@@ -7,7 +7,6 @@ One harness for the whole session (starting a server takes 20-40 s on a busy 2-c
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import time
 from pathlib import Path
@@ -26,24 +25,6 @@ N, SECONDS, SEED, CHUNK = 6, 2.0, 3, 2
 # fixtures
 
 
-@pytest.fixture(scope="session")
-def prefect_harness():
-    """A temporary Prefect server for the session: telemetry off, heartbeats off, generous startup timeout."""
-    saved = {k: os.environ.get(k) for k in ("DO_NOT_TRACK", "PREFECT_SERVER_ANALYTICS_ENABLED")}
-    os.environ.update({"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
-    import prefect.settings as ps
-    from prefect.testing.utilities import prefect_test_harness
-
-    try:
-        with ps.temporary_settings(updates={ps.PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), \
-                prefect_test_harness(server_startup_timeout=300):
-            yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def write_config(path: Path, pipelines: dict | None = None, **sections: object) -> Path:

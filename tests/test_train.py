@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -360,23 +359,6 @@ def test_cli_evaluate_run_scores_against_the_mixture(cli_run: tuple[Path, Path, 
         assert imp == pytest.approx(m - base, abs=1e-6)
 
 
-@pytest.fixture(scope="module")
-def prefect_harness():  # noqa: ANN201
-    saved = {k: os.environ.get(k) for k in ("DO_NOT_TRACK", "PREFECT_SERVER_ANALYTICS_ENABLED")}
-    os.environ.update({"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
-    import prefect.settings as ps
-    from prefect.testing.utilities import prefect_test_harness
-
-    try:
-        with ps.temporary_settings(updates={ps.PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), \
-                prefect_test_harness(server_startup_timeout=300):
-            yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def test_train_model_flow_runs_once(prefect_harness, fixture_catalog: Path, tmp_path: Path) -> None:  # noqa: ANN001
