@@ -189,6 +189,17 @@ def check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
     return str(value)
 
 
+def check_max_bin(max_bin: int | None, *, bins: int, n_fft: int) -> int | None:
+    """Validate a high-frequency cut-off: a bin count in ``1..bins``, or ``None`` for all bins."""
+    if max_bin is None:
+        return None
+    check_int("max_bin", max_bin, minimum=1)
+    if max_bin > bins:
+        raise ValueError(f"max_bin={max_bin} exceeds the {bins} bins of n_fft={n_fft}; "
+                         f"allowed: 1..{bins} or None (all bins)")
+    return int(max_bin)
+
+
 def check_fraction(name: str, value: Any) -> float:
     """Validate a probability-like option in ``[0, 1)`` (dropout)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
@@ -198,6 +209,7 @@ def check_fraction(name: str, value: Any) -> float:
 
 __all__ = [
     "MODELS",
+    "check_max_bin",
     "SeparationModel",
     "build_model",
     "check_choice",

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from train.models import check_fraction, check_int, scale_init_
+from train.models import check_fraction, check_int, check_max_bin, scale_init_
 from train.models.spectral import SpectralMaskModel
 
 
@@ -106,14 +106,7 @@ class BLSTM(SpectralMaskModel):
         if hidden % 2:
             raise ValueError(f"hidden must be even (two LSTM directions of hidden // 2), got {hidden}")
         self.layers = check_int("layers", layers, minimum=1)
-        if max_bin is not None:
-            check_int("max_bin", max_bin, minimum=1)
-            if max_bin > self.bins:
-                raise ValueError(
-                    f"max_bin={max_bin} exceeds the {self.bins} bins of n_fft={n_fft}; "
-                    f"allowed: 1..{self.bins} or None (all bins)"
-                )
-        self.max_bin = max_bin
+        self.max_bin = check_max_bin(max_bin, bins=self.bins, n_fft=n_fft)
         self.dropout = check_fraction("dropout", dropout)
         self.init_scale = init_scale
         self.branches = nn.ModuleList(

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from train.models import check_choice, check_fraction, check_int, scale_init_
+from train.models import check_choice, check_fraction, check_int, check_max_bin, scale_init_
 from train.models.spectral import SpectralMaskModel
 
 MASKS = ("sigmoid", "softmax")
@@ -132,14 +132,7 @@ class UNet(SpectralMaskModel):
         )
         self.levels = check_int("levels", levels, minimum=1)
         self.base_filters = check_int("base_filters", base_filters, minimum=1)
-        if max_bin is not None:
-            check_int("max_bin", max_bin, minimum=1)
-            if max_bin > self.bins:
-                raise ValueError(
-                    f"max_bin={max_bin} exceeds the {self.bins} bins of n_fft={n_fft}; "
-                    f"allowed: 1..{self.bins} or None (all bins)"
-                )
-        self.max_bin = max_bin
+        self.max_bin = check_max_bin(max_bin, bins=self.bins, n_fft=n_fft)
         self.mask = check_choice("mask", mask, MASKS)
         self.high_mask = check_choice("high_mask", high_mask, HIGH_MASKS)
         self.dropout = check_fraction("dropout", dropout)
