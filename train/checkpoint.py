@@ -26,10 +26,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import re
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from typing import Any
 import torch
 
 import stemdb
+from stemdb.atomic import atomic_open
 from stemdb.errors import StemdbError
 
 logger = logging.getLogger(__name__)
@@ -158,19 +157,8 @@ def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> Path:
     p = Path(path)
     data = {"format": CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION, **payload}
     check_plain(data)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(p, "wb") as fh:
+        torch.save(data, fh)
     return p
 
 
