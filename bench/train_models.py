@@ -60,7 +60,7 @@ TARGETS = ("vocals", "drums", "bass", "other")
 SR = 44100
 #: (batch, seconds) per model on CUDA: the issue's reference settings.
 REALISTIC = {"unet": (4, 11.9), "blstm": (64, 6.0), "convtasnet": (4, 6.0)}
-POOL = Path("/work/shared/data/train-pool")
+POOL = ROOT.parent / "shared" / "data" / "train-pool"  # beside the checkout
 HOLDOUT = ("Music Delta - Hendrix", "Music Delta - Rock")  # not among the fixture stems' source songs
 VARIANTS = {
     "naive": {"levels": MixLevels(mode="uniform")},
