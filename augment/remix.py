@@ -33,7 +33,7 @@ import pandas as pd
 from augment.recipe import Recipe, StemPlan
 from augment.transforms import StemAugment
 from stemdb.catalog import Catalog
-from stemdb.config import RemixConfig
+from stemdb.config import RemixConfig, fingerprint_of
 from stemdb.errors import ConfigError
 from stemdb.levels import window_lufs
 
@@ -156,7 +156,7 @@ def plan_mixture(index: int, *, seed: int, pool: StemPool, cfg: RemixConfig, sec
         index=int(index), seed=int(seed), split=split, mode=mode, duration_s=dur, sample_rate=cfg.sample_rate,
         channels=cfg.channels, subtype=cfg.subtype, stems=tuple(stems),
         mix_target_lufs=mix_target if mode == "cross_song" and cfg.levels.mode == "calibrated" else None,
-        beat_score=beat_score, catalog_fingerprint=pool.fingerprint, config_fingerprint=_cfg_fingerprint(cfg),
+        beat_score=beat_score, catalog_fingerprint=pool.fingerprint, config_fingerprint=fingerprint_of(cfg),
     )
 
 
@@ -184,7 +184,8 @@ def _check_pool(pool: StemPool, cfg: RemixConfig) -> None:
                               f"{len(songs)}", key="remix.mode")
 
 
-def _chain(cfg: RemixConfig, target: str) -> StemAugment:
+def chain_for(cfg: RemixConfig, target: str) -> StemAugment:
+    """The augmentation chain of a target (built once per distinct config; shared by planner and renderer)."""
     return _chain_cached(json.dumps(cfg.augment.get(target), sort_keys=True))
 
 
@@ -200,7 +201,7 @@ def _plan_cross_song(rng: np.random.Generator, pool: StemPool, cfg: RemixConfig,
     for t in cfg.targets:
         silent = rng.random() < cfg.silent_prob.get(t, 0.0)
         row = None if silent else pool.pools[t].draw(rng, used)
-        chain = _chain(cfg, t)
+        chain = chain_for(cfg, t)
         params = chain.draw(rng)
         aug = chain.to_record(params)
         rate = float(aug.get("stretch_rate", 1.0))
@@ -307,7 +308,7 @@ def _plan_coherent(rng: np.random.Generator, pool: StemPool, cfg: RemixConfig, d
     start = float(rng.uniform(0.0, max(0.0, length - dur)))
     plans = []
     for t in cfg.targets:
-        chain = _chain(cfg, t)
+        chain = chain_for(cfg, t)
         aug = chain.to_record(chain.draw(rng))
         aug["stretch_rate"] = 1.0  # aligned stems keep their timing
         r = rows[t]
@@ -333,11 +334,3 @@ def _draw_window(rng: np.random.Generator, row: dict, span_s: float, short: str)
     hi = min(point, dur - span_s)
     start = lo + u3 * max(0.0, hi - lo)
     return round(start * sr) / sr, False
-
-
-def _cfg_fingerprint(cfg: RemixConfig) -> str:
-    import hashlib
-    import json
-
-    blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()
-    return hashlib.blake2b(blob, digest_size=8).hexdigest()

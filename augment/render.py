@@ -31,8 +31,8 @@ import pyarrow as pa
 import soxr
 
 from augment.recipe import Recipe, StemPlan, recipes_table
-from augment.remix import build_pool, plan_recipes
-from augment.transforms import StemAugment, StretchParams, TimeStretch
+from augment.remix import build_pool, chain_for, plan_recipes
+from augment.transforms import StretchParams, TimeStretch
 from stemdb import audio as audio_io
 from stemdb.catalog import Catalog, write_parquet_atomic
 from stemdb.config import RemixConfig
@@ -84,19 +84,6 @@ class StemTable:
             raise CatalogError(f"stem_id {stem_id!r} of a recipe is not in the catalogue (deleted or re-ingested?)") from None
 
 
-@lru_cache(maxsize=64)
-def _chain(augment_cfg: str) -> StemAugment:
-    import json
-
-    return StemAugment.from_config(json.loads(augment_cfg))
-
-
-def chain_for(cfg: RemixConfig, target: str) -> StemAugment:
-    import json
-
-    return _chain(json.dumps(cfg.augment.get(target), sort_keys=True))
-
-
 def read_window(src: StemSource, offset_s: float, frames_out: int, sample_rate: int, channels: int, *,
                 loop: bool) -> np.ndarray:
     """Read ``frames_out`` frames at ``sample_rate`` starting ``offset_s`` into the stem, as ``(channels, frames_out)``.
@@ -104,19 +91,31 @@ def read_window(src: StemSource, offset_s: float, frames_out: int, sample_rate: 
     Reads only the window (plus a few samples of resampler margin), converts channels (mono -> both channels;
     stereo -> mean for mono output), resamples with soxr, pads with zeros or loops past the end.
     """
-    start = int(round(offset_s * src.sample_rate))
     need = int(math.ceil(frames_out * src.sample_rate / sample_rate))
-    if start >= src.frames:
-        start = 0
-    a, _ = audio_io.read(src.path, start=start, frames=need, stream=None if src.stream < 0 else src.stream)
-    if loop and a.shape[1] < need and src.frames > 0:
-        whole, _ = audio_io.read(src.path, stream=None if src.stream < 0 else src.stream)
-        reps = int(math.ceil((need - a.shape[1]) / whole.shape[1]))
-        a = np.concatenate([a, *([whole] * reps)], axis=1)[:, :need]
+    a = _read_span(src, offset_s, need, loop=loop, dtype="float32", channels_first=True)
     a = _to_channels(a, channels)
     if src.sample_rate != sample_rate:
         a = np.ascontiguousarray(soxr.resample(a.T, src.sample_rate, sample_rate, quality="HQ").T, dtype=np.float32)
     return _fit(a, frames_out)
+
+
+def _read_span(src: StemSource, offset_s: float, frames: int, *, loop: bool, dtype: str,
+               channels_first: bool) -> np.ndarray:
+    """Up to ``frames`` frames from ``offset_s`` (an offset past the end starts at 0); looped past the end when
+    ``loop``, else returned short. ``(channels, frames)``, or ``(frames, channels)`` without ``channels_first``."""
+    start = int(round(offset_s * src.sample_rate))
+    if start >= src.frames:
+        start = 0
+    stream = None if src.stream < 0 else src.stream
+    axis = 1 if channels_first else 0
+    a, _ = audio_io.read(src.path, start=start, frames=frames, stream=stream, dtype=dtype,
+                         channels_first=channels_first)
+    if loop and a.shape[axis] < frames and src.frames > 0:
+        whole, _ = audio_io.read(src.path, stream=stream, dtype=dtype, channels_first=channels_first)
+        reps = int(math.ceil((frames - a.shape[axis]) / whole.shape[axis]))
+        a = np.concatenate([a, *([whole] * reps)], axis=axis)
+        a = a[:, :frames] if channels_first else a[:frames]
+    return a
 
 
 def _to_channels(a: np.ndarray, channels: int) -> np.ndarray:
@@ -190,16 +189,9 @@ def _render_linear(dst: np.ndarray, plan: StemPlan, src: StemSource, recipe: Rec
         if "channel_swap" in rec:
             swap = bool(rec["channel_swap"])
     n = recipe.frames
-    start = int(round(plan.offset_s * src.sample_rate))
-    if start >= src.frames:
-        start = 0
     as_int = src.subtype == "PCM_16"
-    dtype = "int16" if as_int else "float32"
-    stream = None if src.stream < 0 else src.stream
-    a, _ = audio_io.read(src.path, start=start, frames=n, stream=stream, dtype=dtype, channels_first=False)
-    if plan.loop and a.shape[0] < n and src.frames > 0:
-        whole, _ = audio_io.read(src.path, stream=stream, dtype=dtype, channels_first=False)
-        a = np.concatenate([a, *([whole] * int(math.ceil((n - a.shape[0]) / whole.shape[0])))], axis=0)[:n]
+    a = _read_span(src, plan.offset_s, n, loop=plan.loop, dtype="int16" if as_int else "float32",
+                   channels_first=False)
     factor = np.float32(scale / 32768.0 if as_int else scale)
     m = a.shape[0]  # (frames, channels): channels are read as strided views, no transposing copy
     c_in, c_out = a.shape[1], dst.shape[0]
@@ -366,7 +358,7 @@ def render_chunk(chunk: Sequence[Recipe], catalog: str | Path, out: str | Path, 
     part = out / ".parts" / chunk_name(chunk)
     if part.is_file() and all(is_complete(out, r) for r in chunk):
         return 0
-    table = table or _table(str(catalog))
+    table = table or _table(str(catalog), _parts_signature(Path(catalog)))
     done = []
     buf = mix_buf = None
     for r in chunk:
@@ -380,8 +372,13 @@ def render_chunk(chunk: Sequence[Recipe], catalog: str | Path, out: str | Path, 
 
 
 @lru_cache(maxsize=4)
-def _table(catalog: str) -> StemTable:
+def _table(catalog: str, parts: tuple[str, ...]) -> StemTable:  # noqa: ARG001 - ``parts`` keys the cache
     return StemTable.from_catalog(catalog)
+
+
+def _parts_signature(catalog: Path) -> tuple[str, ...]:
+    """Names of the catalogue's stems part files: they change on every write, so a cached table is never stale."""
+    return tuple(sorted(p.name for p in (catalog / "stems").glob("part-*.parquet")))
 
 
 def _render_chunk_job(args: tuple) -> int:  # process-pool entry point

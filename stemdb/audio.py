@@ -123,6 +123,27 @@ def read(
     return (np.ascontiguousarray(data.T) if channels_first else data), sr
 
 
+def load(path: str | Path) -> tuple[np.ndarray, AudioInfo]:
+    """Decode a whole file (not ``.stem.mp4``) and its header facts with one open: ``((channels, samples), info)``.
+
+    Raises:
+        AudioReadError: unreadable, not audio, or truncated (RIFF size, or fewer frames decoded than the header
+            promises).
+    """
+    p = Path(path)
+    _check_exists(p)
+    _check_riff_size(p)
+    try:
+        with sf.SoundFile(str(p)) as f:
+            info = AudioInfo(int(f.samplerate), int(f.channels), int(f.frames), str(f.format), str(f.subtype))
+            data = f.read(dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise AudioReadError(p, f"not readable as audio ({exc})") from exc
+    if data.shape[0] != info.frames:
+        raise AudioReadError(p, f"truncated: header says {info.frames} frames, decoded {data.shape[0]}")
+    return np.ascontiguousarray(data.T), info
+
+
 def read_stem_mp4(path: str | Path, *, streams: list[int] | None = None) -> tuple[np.ndarray, int]:
     """Decode streams of a native MUSDB18 ``.stem.mp4`` through stempeg (ffmpeg).
 

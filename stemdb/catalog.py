@@ -63,7 +63,7 @@ STEMS_SCHEMA = pa.schema(
         ("active", pa.list_(pa.list_(pa.float64()))),  # [[start_s, end_s], ...]
         ("tempo_bpm", pa.float64()),
         ("beats", pa.list_(pa.float32())),  # beat times, seconds
-        ("loudness_100ms", pa.list_(pa.float32())),  # K-weighted mean square per 100 ms hop (stemdb.levels)
+        ("loudness_100ms", pa.list_(pa.float32())),  # K-weighted mean square per 100 ms hop (measure)
         ("flags", pa.list_(pa.string())),
         ("duplicate_of", pa.string()),  # key of the canonical row when this file's content is a duplicate
         ("deleted", pa.bool_()),  # the file was gone at the last ingest

@@ -6,9 +6,11 @@ stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -43,6 +45,17 @@ def _catalog_dir(config: Path | None, catalog: Path | None) -> Path:
     return catalog if catalog is not None else _load(config).catalog
 
 
+@contextlib.contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A transient rich progress bar (shown on a terminal only); yields the ``progress(done, total)`` callback."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), transient=True, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
 def _fail(exc: Exception) -> None:
     typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
@@ -64,21 +77,13 @@ def ingest(
     strict: Annotated[bool, typer.Option(help="exit 1 when any file was rejected")] = False,
 ) -> None:
     """Scan sources (or one FOLDER) into the Parquet catalogue; prints a one-line summary."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
     from stemdb.ingest import ingest_folder, ingest_sources
 
     try:
         cfg = _load(config)
         updates = {k: v for k, v in (("workers", workers), ("tempo", tempo)) if v is not None}
         icfg = cfg.ingest.model_copy(update=updates)
-        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), transient=True, disable=not sys.stderr.isatty()) as bar:
-            task = bar.add_task("measuring", total=None)
-
-            def progress(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
-
+        with _progress("measuring") as progress:
             if folder is not None:
                 if layout is None:
                     raise typer.BadParameter("FOLDER needs --layout stems|musdb")
@@ -152,17 +157,13 @@ def remix(
     catalog: CatalogOpt = None,
 ) -> None:
     """Draw N random cross-song mixtures, write recipes.parquet and OUT/<split>/<mix_id>/{mixture,targets}.wav."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
     from augment.render import build_remix
 
     try:
         cfg = _load(config)
-        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), transient=True, disable=not sys.stderr.isatty()) as bar:
-            task = bar.add_task("rendering chunks", total=None)
+        with _progress("rendering chunks") as progress:
             summary = build_remix(catalog or cfg.catalog, out, n=n, seed=seed, cfg=cfg.remix, seconds=seconds,
-                                  workers=workers, progress=lambda d, t: bar.update(task, completed=d, total=t))
+                                  workers=workers, progress=progress)
     except StemdbError as exc:
         _fail(exc)
     typer.echo(summary.line())

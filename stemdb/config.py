@@ -173,8 +173,14 @@ class StemdbConfig(_Frozen):
 
     def fingerprint(self, section: str) -> str:
         """Short hash of one resolved section (names derived outputs; see DESIGN.md)."""
-        data = self.model_dump(mode="json")[section]
-        return hashlib.blake2b(json.dumps(data, sort_keys=True).encode(), digest_size=8).hexdigest()
+        return fingerprint_of(self.model_dump(mode="json")[section])
+
+
+def fingerprint_of(data: Any) -> str:
+    """Short hash (16 hex characters) of JSON-able data, key order ignored; a model's: ``model_dump(mode="json")``."""
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json")
+    return hashlib.blake2b(json.dumps(data, sort_keys=True).encode(), digest_size=8).hexdigest()
 
 
 def load_config(path: str | Path | None = None, *, overrides: dict[str, Any] | None = None) -> StemdbConfig:

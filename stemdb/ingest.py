@@ -27,7 +27,6 @@ from stemdb import audio as audio_io
 from stemdb.catalog import SCHEMA_VERSION, Catalog
 from stemdb.config import HashSplit, IngestConfig, MusdbLayout, SourceConfig, StemsLayout
 from stemdb.errors import AudioReadError, MissingDependencyError
-from stemdb.levels import loudness_profile
 from stemdb.measure import measure
 
 log = logging.getLogger(__name__)
@@ -218,13 +217,9 @@ def measure_job(job: FileJob, cfg: IngestConfig) -> tuple[list[dict], list[dict]
             ]
             info = audio_io.AudioInfo(sr, decoded[0].shape[0], decoded[0].shape[1], "MP4", "AAC")
         else:
-            info = audio_io.info(full)
-            a, sr = audio_io.read(full)
+            a, info = audio_io.load(full)
+            sr = info.sample_rate
             decoded, kinds = [a], list(job.kinds)
-            if a.shape[1] != info.frames:
-                raise AudioReadError(
-                    full, f"truncated: header says {info.frames} frames, decoded {a.shape[1]}"
-                )
     except (AudioReadError, MissingDependencyError) as exc:
         return [], [_reject(job, k, str(getattr(exc, "reason", exc)), now) for k in job.row_keys()]
     except Exception as exc:  # noqa: BLE001 - a batch job records every failure and goes on
@@ -266,10 +261,6 @@ def _validate(a: np.ndarray, sr: int, max_channels: int) -> str | None:
     return None  # NaN/inf samples are caught by measure() in the same pass as the measurements
 
 
-def _finite_or_none(x: float) -> float | None:
-    return float(x) if x is not None and np.isfinite(x) else None
-
-
 def _row(
     job: FileJob,
     key: str,
@@ -288,6 +279,7 @@ def _row(
         flags.append("clipping")
     if info.subtype in ("AAC", "MPEG_LAYER_III", "VORBIS", "OPUS"):
         flags.append("lossy")
+    rec = m.as_record()
     song = job.song if job.song is not None else m.content_hash
     split = job.split
     if split is None:
@@ -313,27 +305,21 @@ def _row(
         "subtype": info.subtype,
         "bytes": job.bytes,
         "mtime": job.mtime,
-        "lufs": _finite_or_none(m.lufs),
-        "peak_dbfs": _finite_or_none(m.peak_dbfs),
-        "rms_dbfs": _finite_or_none(m.rms_dbfs),
-        "clipping_ratio": float(m.clipping_ratio),
-        "silence_ratio": float(m.silence_ratio),
-        "active": [[float(s), float(e)] for s, e in m.active],
-        "tempo_bpm": _finite_or_none(m.tempo_bpm) if m.tempo_bpm is not None else None,
-        "beats": [float(b) for b in m.beats_s],
-        "loudness_100ms": _profile(m, a, sr),
+        "lufs": rec["lufs"],
+        "peak_dbfs": rec["peak_dbfs"],
+        "rms_dbfs": rec["rms_dbfs"],
+        "clipping_ratio": rec["clipping_ratio"],
+        "silence_ratio": rec["silence_ratio"],
+        "active": rec["active"],
+        "tempo_bpm": rec["tempo_bpm"],
+        "beats": rec["beats_s"],
+        "loudness_100ms": rec["loudness_100ms"],
         "flags": flags,
         "duplicate_of": None,
         "deleted": False,
         "ingested_at": now,
         "schema_version": SCHEMA_VERSION,
     }
-
-
-def _profile(m, a: np.ndarray, sr: int) -> list[float]:  # noqa: ANN001
-    """The loudness profile measured in the same pass as the loudness, or computed when absent."""
-    prof = m.extra.get("loudness_100ms") if m.extra else None
-    return (prof if prof is not None else loudness_profile(a, sr)).tolist()
 
 
 def _reject(job: FileJob, key: str, reason: str, now: datetime) -> dict:

@@ -1,33 +1,20 @@
-"""Loudness profiles: BS.1770 K-weighted energy per 100 ms hop, stored in the catalogue at ingest.
+"""Window loudness from a stem's loudness profile (the catalogue's ``loudness_100ms`` column).
 
-With a stem's profile, the integrated loudness of any window of it is computed from the catalogue alone (no audio
-decoding), which lets the remix planner set loudness-calibrated gains as a pure function of the catalogue. Windows
-are aligned to the 100 ms hop grid, so a window's loudness is exact to that grid (within a few hundredths of a LU
-of the decoded window's loudness on real stems).
+The profile, the BS.1770 K-weighted mean square per 100 ms hop with channels summed, is measured at ingest by
+:func:`stemdb.measure.measure` in the same filter pass as the integrated loudness. With it, the integrated loudness
+of any window of a stem is computed from the catalogue alone (no audio decoding), which lets the remix planner set
+loudness-calibrated gains as a pure function of the catalogue. Windows are aligned to the 100 ms hop grid, so a
+window's loudness is exact to that grid (within a few hundredths of a LU of the decoded window's loudness on real
+stems).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from stemdb.measure import HOP_S, _gated_loudness, _hop_energies, _k_weight, integrated_loudness
+from stemdb.measure import HOP_S, _gated_loudness
 
 HOPS_PER_BLOCK = 4  # 400 ms gating blocks over 100 ms hops
-
-
-def loudness_profile(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    """K-weighted mean square per 100 ms hop, summed over channels (weights 1.0), shape ``(hops,)`` float32.
-
-    ``audio`` is ``(channels, samples)``; a last partial hop is dropped.
-    """
-    x = np.atleast_2d(audio)
-    hop = HOP_S * sample_rate
-    n_hops = int(x.shape[-1] // hop)
-    if n_hops == 0:
-        return np.zeros(0, dtype=np.float32)
-    bounds = np.round(np.arange(n_hops + 1) * hop).astype(np.int64)
-    e = _hop_energies(_k_weight(x, sample_rate), bounds).sum(axis=0)
-    return (e / np.diff(bounds)).astype(np.float32)
 
 
 def window_lufs(profile: np.ndarray, start_s: float, duration_s: float) -> float:
@@ -48,4 +35,4 @@ def window_lufs(profile: np.ndarray, start_s: float, duration_s: float) -> float
     return _gated_loudness(blocks)
 
 
-__all__ = ["integrated_loudness", "loudness_profile", "window_lufs"]
+__all__ = ["window_lufs"]

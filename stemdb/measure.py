@@ -80,6 +80,8 @@ class Measurements:
         tempo_bpm: librosa's tempo estimate (beats per minute); ``None`` when off, silent or no beat found.
         beats_s: beat times (seconds); empty when ``tempo_bpm`` is ``None``.
         content_hash: :func:`content_hash` of the audio (32 hex characters).
+        loudness_100ms: K-weighted mean square per whole 100 ms hop, channels summed, ``(hops,)`` float32: the
+            loudness profile the remix planner reads windows from (:func:`stemdb.levels.window_lufs`).
     """
 
     lufs: float
@@ -91,6 +93,7 @@ class Measurements:
     tempo_bpm: float | None
     beats_s: list[float]
     content_hash: str
+    loudness_100ms: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), compare=False, repr=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def as_record(self) -> dict[str, Any]:
@@ -105,6 +108,7 @@ class Measurements:
             "tempo_bpm": self.tempo_bpm,
             "beats_s": [float(t) for t in self.beats_s],
             "content_hash": self.content_hash,
+            "loudness_100ms": self.loudness_100ms.tolist(),
         }
 
 
@@ -156,7 +160,7 @@ def measure(
     hop_bounds = _hop_bounds(n, rate)
     hop_energy = _k_hop_energies(x, rate, hop_bounds, kernels)
     lufs = _gated_loudness(_block_energies_from_hops(hop_energy, n, rate, weights))
-    # the loudness profile of stemdb.levels (K-weighted mean square per whole 100 ms hop, channels summed),
+    # the loudness profile (K-weighted mean square per whole 100 ms hop, channels summed),
     # taken from the same filter pass
     n_whole = int(np.searchsorted(hop_bounds, n, side="right")) - 1 if hop_bounds.size else 0
     profile = (hop_energy[:, :n_whole].sum(axis=0) / np.diff(hop_bounds[: n_whole + 1])).astype(np.float32)
@@ -179,8 +183,8 @@ def measure(
         tempo_bpm=tempo_bpm,
         beats_s=beats,
         content_hash=_hash_pcm(stats.pcm, rate),
-        extra={"digital_silence": digital_silence, "backend": "numpy" if kernels is None else "numba",
-               "loudness_100ms": profile},
+        loudness_100ms=profile,
+        extra={"digital_silence": digital_silence, "backend": "numpy" if kernels is None else "numba"},
     )
 
 

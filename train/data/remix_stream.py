@@ -31,8 +31,8 @@ import numpy as np
 from pydantic import ValidationError
 
 from augment.recipe import Recipe
-from augment.remix import build_pool, plan_mixture, plan_recipes
-from augment.render import StemTable, chain_for, render_recipe
+from augment.remix import build_pool, chain_for, plan_mixture, plan_recipes
+from augment.render import StemTable, render_recipe
 from stemdb.catalog import Catalog
 from stemdb.config import RemixConfig, StemdbConfig, load_config
 from stemdb.errors import ConfigError
