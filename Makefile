@@ -5,7 +5,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 OUT     ?= work/demo
 
-.PHONY: install demo test test-all lint clean
+.PHONY: install demo test test-all lint clean gpu-kit
 
 $(BIN)/stemdb: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,10 @@ test-all: install
 
 lint: install
 	$(BIN)/ruff check stemdb augment pipelines train tests bench
+
+# Wheels (.whl/) and the packed training pool (.pool/) for bench/gpu/suite.sh on a bare GPU machine.
+gpu-kit: install
+	$(BIN)/python bench/gpu/kit.py build
 
 clean:
 	rm -rf work .pytest_cache .ruff_cache

@@ -2,7 +2,8 @@
 already on the device.
 
 Run on a GPU machine: .venv/bin/python bench/stream_gpu.py --device cuda --batch 4 --seconds 11.9 --workers 14
-(CPU smoke run: --device cpu --batch 1 --seconds 2 --steps 3 --workers 1 --small).
+(smoke run on the CPU: --smoke, i.e. --device cpu --batch 1 --seconds 1 --steps 2 --workers 1 --small). Loader
+workers are capped at the machine's cores (said when capped); --json PATH writes the figures.
 
 (a) synthetic: random (B, C, T) mixture and (B, S, C, T) targets created once on the device; time N steps.
 (b) stream: a catalogue built from the fixtures (or --catalog), RemixStream(gpu_augment=True) with pitch shift and
@@ -13,6 +14,8 @@ Prints both step rates and their ratio last (goal >= 0.9 on an H100 with 16 core
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import sys
 import tempfile
@@ -69,7 +72,7 @@ def timed(fn, n: int, device: torch.device) -> float:  # noqa: ANN001
     return (time.perf_counter() - t0) / n
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=4)
@@ -78,7 +81,15 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--catalog", type=Path, default=None)
     ap.add_argument("--small", action="store_true", help="a tiny U-Net (n_fft 512, 4 levels) for CPU smoke runs")
-    args = ap.parse_args()
+    ap.add_argument("--json", type=Path, default=None, help="write the figures here")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: the same code path in seconds")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.device, args.batch, args.seconds, args.steps, args.workers, args.small = "cpu", 1, 1.0, 2, 1, True
+    cores = os.cpu_count() or 1
+    if args.workers > cores:
+        print(f"note: {cores} cores: --workers {args.workers} capped to {cores}")
+        args.workers = cores
     device = torch.device(args.device)
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     torch.backends.cudnn.benchmark = True
@@ -116,13 +127,20 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     audio_s = args.batch * args.seconds
-    print(f"device {device}, U-Net ({'small' if args.small else 'Spleeter size'}), batch {args.batch} x "
-          f"{args.seconds:g} s, {'bf16' if bf16 else 'fp32'}")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device {name}, U-Net ({'small' if args.small else 'Spleeter size'}), batch {args.batch} x "
+          f"{args.seconds:g} s, {'bf16' if bf16 else 'fp32'}, {args.workers} loader workers")
     print(f"synthetic tensors on the device: {t_syn * 1e3:.1f} ms per step ({audio_s / t_syn:,.0f} audio-s/s)")
     print(f"RemixStream + GpuAugment (pitch/stretch p=0.3): {t_fed * 1e3:.1f} ms per step "
           f"({audio_s / t_fed:,.0f} audio-s/s)")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "device": name, "model": "small" if args.small else "spleeter", "batch": args.batch,
+            "seconds": args.seconds, "precision": "bf16" if bf16 else "fp32", "workers": args.workers,
+            "synthetic_ms": t_syn * 1e3, "fed_ms": t_fed * 1e3, "ratio": t_syn / t_fed}, indent=2) + "\n")
     print(f"ratio fed/synthetic step rate: {t_syn / t_fed:.2f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

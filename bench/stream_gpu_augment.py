@@ -25,6 +25,7 @@ least 25,000x real time, and not slower than the one-rate baseline).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -147,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--repeats", type=int, default=None, help="timed calls per case (default 10 cuda, 2 cpu)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, default=None, help="write the figures here")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: the same code path in seconds")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.device, args.batch, args.seconds, args.repeats = "cpu", 2, 1.0, 1
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: no CUDA device is available")
@@ -175,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         "pitch per-item": lambda: pitch_shift(clips, semis),
         "pitch baseline": lambda: baseline_pitch(clips, 2.0),
     }
-    speed = {}
+    speed: dict[str, float] = {}
+    sanity: dict[str, float] = {}
     with torch.inference_mode():
         for label, fn in cases.items():
             dt = timed(fn, device, repeats)
@@ -191,11 +197,16 @@ def main(argv: list[str] | None = None) -> int:
         ):
             err = y[0, 0, body].cpu().numpy() - ref[body]
             rel = float(np.sum(err.astype(np.float64) ** 2) / np.sum(ref[body].astype(np.float64) ** 2))
+            sanity[label] = 10 * math.log10(rel)
             print(
                 f"sanity: {label} +2 st vs librosa.effects.pitch_shift (soxr_hq), clip 0: {10 * math.log10(rel):.1f} dB"
             )
     pitch_ratio = speed["pitch per-item"] / speed["pitch baseline"]
     stretch_ratio = speed["stretch per-item"] / speed["stretch baseline"]
+    if args.json:
+        args.json.write_text(json.dumps({
+            "device": name, "batch": batch, "seconds": seconds, "realtime": speed, "sanity_db": sanity,
+            "ratio_pitch": pitch_ratio, "ratio_stretch": stretch_ratio}, indent=2) + "\n")
     print(f"ratio per-item / one-rate baseline: pitch {pitch_ratio:.2f}x, stretch {stretch_ratio:.2f}x")
     return 0
 

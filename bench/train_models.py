@@ -54,12 +54,13 @@ from stemdb.config import (  # noqa: E402
     load_config,
 )
 from train.loop import Trainer, iter_batches, resolve_device, train_config, train_run  # noqa: E402
-from train.models import build_model  # noqa: E402
+from train.models import build_model, model_names  # noqa: E402
 
 TARGETS = ("vocals", "drums", "bass", "other")
 SR = 44100
-#: (batch, seconds) per model on CUDA: the issue's reference settings.
+#: (batch, seconds) per model on CUDA: the reference settings; a model not named here trains 4 x 6 s.
 REALISTIC = {"unet": (4, 11.9), "blstm": (64, 6.0), "convtasnet": (4, 6.0)}
+DEFAULT_REALISTIC = (4, 6.0)
 POOL = ROOT.parent / "shared" / "data" / "train-pool"  # beside the checkout
 HOLDOUT = ("Music Delta - Hendrix", "Music Delta - Rock")  # not among the fixture stems' source songs
 VARIANTS = {
@@ -104,7 +105,7 @@ def throughput(model_name: str, precision: str, *, device: torch.device, batch: 
     mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else math.nan
     params = sum(p.numel() for p in model.parameters()) / 1e6
     return {"ms_per_step": dt * 1e3, "steps_per_s": 1 / dt, "audio_s_per_s": batch * seconds / dt,
-            "peak_gib": mem, "params_m": params, "precision": trainer.amp.name}
+            "peak_gib": None if math.isnan(mem) else mem, "params_m": params, "precision": trainer.amp.name}
 
 
 def sync(device: torch.device) -> None:
@@ -112,33 +113,53 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_throughput(args: argparse.Namespace) -> None:
+def run_throughput(args: argparse.Namespace) -> dict:
+    """Every model of ``args.models`` at every precision; returns the figures (also printed)."""
     device = resolve_device(args.device)
-    print(f"device {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
-                                f" ({torch.get_num_threads()} threads)"))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"device {device} ({name})")
     print(f"{'model':<11} {'prec':<5} {'batch':>5} {'sec':>5} {'params':>7} {'ms/step':>9} {'steps/s':>8} "
           f"{'audio-s/s':>10} {'peak GiB':>8}")
+    rows: list[dict] = []
     rates: dict[tuple[str, str], float] = {}
-    for name in args.models:
-        batch, seconds = REALISTIC[name] if device.type == "cuda" else (1, 2.0)
+    for model in args.models:
+        batch, seconds = REALISTIC.get(model, DEFAULT_REALISTIC) if device.type == "cuda" else (1, 2.0)
         batch, seconds = args.batch or batch, args.seconds or seconds
         for precision in args.precisions:
-            r = throughput(name, precision, device=device, batch=batch, seconds=seconds, steps=args.steps,
+            r = throughput(model, precision, device=device, batch=batch, seconds=seconds, steps=args.steps,
                            warmup=args.warmup)
-            rates[name, precision] = r["steps_per_s"]
-            print(f"{name:<11} {r['precision']:<5} {batch:>5} {seconds:>5.1f} {r['params_m']:>6.1f}M "
+            rates[model, precision] = r["steps_per_s"]
+            rows.append({"model": model, "batch": batch, "seconds": seconds, **r})
+            print(f"{model:<11} {r['precision']:<5} {batch:>5} {seconds:>5.1f} {r['params_m']:>6.1f}M "
                   f"{r['ms_per_step']:>9.1f} {r['steps_per_s']:>8.2f} {r['audio_s_per_s']:>10.1f} "
-                  f"{r['peak_gib']:>8.2f}")
-    for name in args.models:
-        if (name, "bf16") in rates and (name, "fp32") in rates:
-            print(f"ratio bf16/fp32 steps/s {name}: {rates[name, 'bf16'] / rates[name, 'fp32']:.2f}", flush=True)
+                  f"{r['peak_gib'] or math.nan:>8.2f}")
+    ratios = {m: rates[m, "bf16"] / rates[m, "fp32"] for m in args.models if (m, "bf16") in rates and
+              (m, "fp32") in rates}
+    for model, ratio in ratios.items():
+        print(f"ratio bf16/fp32 steps/s {model}: {ratio:.2f}", flush=True)
+    return {"device": name, "rows": rows, "bf16_over_fp32": ratios}
 
 
 # --------------------------------------------------------------------------------------------------------------
 # proof
 
 
-def build_catalog(work: Path, pool: Path, stems: Path, holdout: tuple[str, ...], *, tempo: bool) -> tuple[Path, Path]:
+def copy_song(src: Path, dst: Path, crop_s: float | None) -> None:
+    """Copy one MUSDB18-HQ song folder; with ``crop_s`` only its first ``crop_s`` seconds (as 16-bit WAV)."""
+    if crop_s is None:
+        shutil.copytree(src, dst)
+        return
+    from stemdb import audio
+
+    dst.mkdir(parents=True)
+    for f in sorted(src.iterdir()):
+        if f.suffix in (".wav", ".flac"):
+            x, sr = audio.read(f)
+            audio.write(dst / f"{f.stem}.wav", x[:, : int(crop_s * sr)], sr)
+
+
+def build_catalog(work: Path, pool: Path, stems: Path, holdout: tuple[str, ...], *, tempo: bool,
+                  holdout_crop: float | None = None) -> tuple[Path, Path]:
     """Copy the pool's training songs and its held-out songs apart; ingest the former plus the stem pool.
 
     Returns:
@@ -152,9 +173,10 @@ def build_catalog(work: Path, pool: Path, stems: Path, holdout: tuple[str, ...],
         raise SystemExit(f"--holdout {sorted(missing)} not in {pool}")
     train_root, test_root = work / "pool", work / "holdout"
     for song in songs:
-        dst = (test_root / "test" if song.name in holdout else train_root / "train") / song.name
+        held = song.name in holdout
+        dst = (test_root / "test" if held else train_root / "train") / song.name
         if not dst.exists():
-            shutil.copytree(song, dst)
+            copy_song(song, dst, holdout_crop if held else None)
     catalog = work / "catalog"
     if not (catalog / "_catalog.json").is_file():
         sources = [
@@ -169,45 +191,62 @@ def build_catalog(work: Path, pool: Path, stems: Path, holdout: tuple[str, ...],
     return catalog, test_root
 
 
-def run_proof(args: argparse.Namespace) -> None:
+def proof_overrides(args: argparse.Namespace) -> dict:
+    """The ``train:`` overrides every variant shares: same seed, model, budget and data settings."""
+    cuda = resolve_device(args.device).type == "cuda"
+    return {
+        "steps": args.train_steps or 10**7, "max_minutes": None if args.train_steps else args.minutes,
+        "batch_size": args.batch or (4 if cuda else 2), "device": args.device, "seed": 0, "lr": args.lr,
+        "num_workers": args.num_workers, "gpu_augment": cuda, "checkpoint_every": 10**6, "log_every": 10,
+        "model_options": json.loads(args.model_options),
+        "valid": {"root": str(ROOT / "tests" / "data" / "musdb" / "test"), "every": args.valid_every,
+                  "seconds": 4.0},
+    }
+
+
+def run_proof(args: argparse.Namespace) -> dict:
+    """Train and score every variant; returns ``{variant: figures}`` (also written to ``<work>/proof.json``)."""
     from train.separate import evaluate_run
 
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     variants = args.variants
-    catalog, holdout = build_catalog(work, args.pool, args.stems, tuple(args.holdout), tempo="tempo" in variants)
+    t0 = time.perf_counter()
+    catalog, holdout = build_catalog(work, args.pool, args.stems, tuple(args.holdout), tempo="tempo" in variants,
+                                     holdout_crop=args.holdout_crop)
+    print(f"catalogue and held-out songs ready in {time.perf_counter() - t0:.0f} s", flush=True)
     base = load_config(ROOT / "data.yaml")
     results = {}
     for variant in variants:
         remix = base.remix.model_copy(update={"seconds": args.seconds or 6.0, **VARIANTS[variant]})
         scfg = StemdbConfig(catalog=catalog, remix=remix)
         out = work / "runs" / variant
-        overrides = {
-            "steps": args.train_steps or 10**7, "max_minutes": None if args.train_steps else args.minutes, "batch_size": args.batch or (4 if args.device != "cpu"
-                                                                                      else 2),
-            "device": args.device, "seed": 0, "lr": args.lr, "num_workers": args.num_workers,
-            "checkpoint_every": 10**6, "log_every": 10, "model_options": json.loads(args.model_options),
-            "valid": {"root": str(ROOT / "tests" / "data" / "musdb" / "test"), "every": args.valid_every,
-                      "seconds": 4.0},
-        }
         t0 = time.perf_counter()
-        r = train_run(scfg, out=out, model="unet", overrides=overrides)
-        print(f"[{variant}] {r.line()} ({time.perf_counter() - t0:.0f} s wall)", flush=True)
+        r = train_run(scfg, out=out, model="unet", overrides=proof_overrides(args))
+        train_wall = time.perf_counter() - t0
+        print(f"[{variant}] {r.line()} ({train_wall:.0f} s wall)", flush=True)
         t0 = time.perf_counter()
+        baseline = next(iter(results.values()))["mixture_scores"] if results else None
         scores = evaluate_run(out, holdout, split="test", out=out / "scores.json", workers=args.eval_workers,
-                              device=args.device)
-        print(f"[{variant}] evaluated in {time.perf_counter() - t0:.0f} s", flush=True)
+                              device=args.device, baseline=baseline)
+        eval_wall = time.perf_counter() - t0
+        print(f"[{variant}] evaluated in {eval_wall:.0f} s", flush=True)
         results[variant] = {"step": r.step, "train_seconds": round(r.train_seconds, 1),
+                            "train_wall_s": round(train_wall, 1), "eval_wall_s": round(eval_wall, 1),
                             "audio_s_per_s": round(r.audio_seconds_per_s, 1), "final_loss": r.loss,
                             "median": scores["median"], "mixture": scores["mixture"]["median"],
-                            "improvement": scores["improvement"]}
+                            "improvement": scores["improvement"], "mixture_scores": scores["mixture"]}
+        if args.json:  # after every variant: a run stopped by its time box keeps the finished ones
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
     (work / "proof.json").write_text(json.dumps(results, indent=2) + "\n")
     md = proof_table(results)
     (work / "proof.md").write_text(md + "\n")
     print(md, flush=True)
+    return results
 
 
 def proof_table(results: dict) -> str:
+    """Markdown: per variant the median SDR and its improvement over the unprocessed mixture, per stem."""
     def f(x: float | None) -> str:
         return "n/a" if x is None else f"{x:+.2f}"
 
@@ -222,20 +261,28 @@ def proof_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+#: ``--smoke``: the same code paths at a size that finishes in seconds on one CPU core.
+SMOKE_THROUGHPUT = {"device": "cpu", "batch": 1, "seconds": 0.25, "steps": 1, "warmup": 0}
+SMOKE_PROOF = {"device": "cpu", "variants": ["naive", "tempo"], "train_steps": 2, "batch": 1, "seconds": 1.0, "holdout_crop": 2.0, "eval_workers": 1,
+               "valid_every": 10**6, "num_workers": 0,
+               "model_options": '{"n_fft": 512, "hop_length": 128, "levels": 3, "base_filters": 4, "max_bin": null}'}
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    ap.add_argument("--models", nargs="+", default=list(REALISTIC), choices=list(REALISTIC))
+    ap.add_argument("--models", nargs="+", default=list(model_names()), choices=list(model_names()))
     ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
     ap.add_argument("--batch", type=int, default=None, help="items per step (default: realistic per model)")
     ap.add_argument("--seconds", type=float, default=None, help="seconds per item")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--proof", action="store_true", help="the naive vs calibrated remix training experiment")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/stemdb-proof"))
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "stemdb-proof")
     ap.add_argument("--pool", type=Path, default=POOL)
     ap.add_argument("--stems", type=Path, default=ROOT / "tests" / "data" / "stems")
     ap.add_argument("--holdout", nargs=2, default=list(HOLDOUT))
+    ap.add_argument("--holdout-crop", type=float, default=None, help="score only the held-out songs' first seconds")
     ap.add_argument("--variants", nargs="+", default=["naive", "calibrated"], choices=list(VARIANTS))
     ap.add_argument("--minutes", type=float, default=15.0, help="training time per variant")
     ap.add_argument("--train-steps", type=int, default=None,
@@ -245,15 +292,22 @@ def main() -> None:
     ap.add_argument("--valid-every", type=int, default=200)
     ap.add_argument("--eval-workers", type=int, default=2)
     ap.add_argument("--model-options", default="{}", help="JSON, e.g. '{\"levels\": 5}'")
-    args = ap.parse_args()
+    ap.add_argument("--json", type=Path, default=None, help="write the figures here")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: the same code path in seconds")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        for k, v in (SMOKE_PROOF if args.proof else SMOKE_THROUGHPUT).items():
+            setattr(args, k, v)
+        if args.proof:
+            args.work = Path(tempfile.mkdtemp(prefix="stemdb-proof-smoke-"))
     sys.stdout.reconfigure(line_buffering=True)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("train.loop").setLevel(logging.INFO)
-    if args.proof:
-        run_proof(args)
-    else:
-        run_throughput(args)
+    figures = run_proof(args) if args.proof else run_throughput(args)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -27,15 +27,18 @@ folders (``<root>/train/<track>/...``, ``<root>/test/<track>/...``); references 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
 import multiprocessing
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +46,7 @@ import numpy as np
 
 from stemdb import audio
 from stemdb.atomic import write_text_atomic
-from stemdb.errors import StemdbError
+from stemdb.errors import MissingDependencyError, StemdbError
 from train.metrics import si_sdr
 
 logger = logging.getLogger(__name__)
@@ -262,7 +265,8 @@ def score_folders(
             estimates are ignored.
         stems: stems to score; ``None`` scores every reference stem except ``mixture``. ``"accompaniment"`` may
             be asked for even when the references lack it (it is then the sum of the other non-vocal stems).
-        workers: tracks scored in parallel (a ``spawn`` process pool when > 1, each worker with one BLAS thread;
+        workers: tracks scored in parallel (a ``spawn`` process pool when > 1, each worker with its share of the
+            cores as BLAS threads;
             a script calling this needs the ``if __name__ == "__main__":`` guard). museval needs about 2.3 GB
             per worker for a 60 s 4-stem track and grows with track length (its FFTs span the whole track).
         window_s, hop_s: BSSEval window and hop in seconds.
@@ -435,8 +439,10 @@ def _run_jobs(
             done(job.ref.name, _score_job(job))
     else:
         ctx = multiprocessing.get_context("spawn")  # safe with torch/OpenMP threads in the parent
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
-            futures = [(job.ref.name, pool.submit(_score_job_single_thread, job)) for job in jobs]
+        procs = min(workers, len(jobs))
+        threads = max(1, (os.cpu_count() or 1) // procs)  # BLAS threads per worker: the cores, shared out
+        with ProcessPoolExecutor(max_workers=procs, mp_context=ctx) as pool:
+            futures = [(job.ref.name, pool.submit(_score_job_limited, job, threads)) for job in jobs]
             for name, fut in futures:
                 done(name, fut.result())
     tracks = {name: results[name] for name in sorted(results)}
@@ -445,12 +451,13 @@ def _run_jobs(
     return {"median": median_scores(tracks), "tracks": tracks}
 
 
-def _score_job_single_thread(job: _TrackJob) -> TrackScores:
+def _score_job_limited(job: _TrackJob, threads: int) -> TrackScores:
+    """:func:`_score_job` with at most ``threads`` BLAS/OpenMP threads (a pool worker's share of the cores)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - threadpoolctl ships with scipy's usual stacks
         return _score_job(job)
-    with threadpool_limits(limits=1):
+    with threadpool_limits(limits=threads):
         return _score_job(job)
 
 
@@ -581,13 +588,37 @@ def _museval_groups(stems: list[str]) -> list[tuple[list[str], set[str]]]:
 
 
 def _museval_sdr(refs: list[np.ndarray], ests: list[np.ndarray], win: int, hop: int) -> np.ndarray:
-    """Framewise SDR ``(n_stems, n_windows)`` from ``museval.evaluate`` on ``(C, T)`` arrays."""
-    import museval  # imported here: it pulls in musdb and pandas (about 1.5 s)
-
+    """Framewise SDR ``(n_stems, n_windows)`` of ``(C, T)`` arrays of one length: BSSEval v4 as
+    ``museval.evaluate`` computes it (no permutation, one distortion filter per stem for the whole track)."""
+    bss_eval = museval_bss_eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        sdr, _isr, _sir, _sar = museval.evaluate([r.T for r in refs], [e.T for e in ests], win=win, hop=hop)
+        sdr, _isr, _sir, _sar, _perm = bss_eval(np.stack([r.T for r in refs]), np.stack([e.T for e in ests]),
+                                                compute_permutation=False, window=win, hop=hop,
+                                                framewise_filters=False, bsseval_sources_version=False)
     return np.asarray(sdr, dtype=np.float64)
+
+
+@lru_cache(maxsize=1)
+def museval_bss_eval() -> Callable[..., tuple]:
+    """``museval.metrics.bss_eval``, loaded without running ``museval/__init__.py``.
+
+    museval's package init imports musdb, whose stempeg raises at import when ffmpeg is not on PATH; the metric
+    itself needs only numpy and scipy, so scoring WAV files works without ffmpeg.
+
+    Raises:
+        MissingDependencyError: museval is not installed.
+    """
+    spec = importlib.util.find_spec("museval")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError("BSSEval v4 scoring needs museval: pip install 'museval>=0.4'")
+    path = Path(next(iter(spec.submodule_search_locations))) / "metrics.py"
+    mspec = importlib.util.spec_from_file_location("stemdb_museval_metrics", path)
+    if mspec is None or mspec.loader is None:
+        raise MissingDependencyError(f"{path}: museval's metrics module not found; reinstall museval")
+    module = importlib.util.module_from_spec(mspec)
+    mspec.loader.exec_module(module)
+    return module.bss_eval
 
 
 def _nanmedian_or_none(values: np.ndarray) -> float | None:

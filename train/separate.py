@@ -222,6 +222,7 @@ def evaluate_run(
     precision: Precision = "fp32",
     chunk_seconds: float | None = None,
     on_track: Callable[[str, int, int], None] | None = None,
+    baseline: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Separate every track of a MUSDB18-HQ-layout folder with a run's model and score the estimates.
 
@@ -234,6 +235,8 @@ def evaluate_run(
         estimates: keep the separated stems in this folder (default: a temporary folder, removed afterwards).
         workers: tracks scored in parallel by museval.
         on_track: ``on_track(track, done, total)`` after each separated track.
+        baseline: the ``"mixture"`` entry of an earlier result on the same references and tracks: reused
+            instead of scoring the unprocessed mixture again (it does not depend on the model).
 
     Returns:
         :func:`train.evaluate.score_folders`'s ``{"median", "tracks"}`` for the model's targets, plus
@@ -279,7 +282,8 @@ def evaluate_run(
             if on_track:
                 on_track(name, i + 1, len(names))
         scores = score_folders(est_root, Path(musdb_root), stems=model.targets, workers=workers)
-        base = score_mixture(Path(musdb_root), tracks=names, stems=model.targets, workers=workers)
+        base = baseline if baseline is not None else score_mixture(Path(musdb_root), tracks=names,
+                                                                    stems=model.targets, workers=workers)
     result = {
         **scores,
         "mixture": base,
