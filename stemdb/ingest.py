@@ -27,7 +27,7 @@ from stemdb import audio as audio_io
 from stemdb.catalog import SCHEMA_VERSION, Catalog
 from stemdb.config import HashSplit, IngestConfig, MusdbLayout, SourceConfig, StemsLayout
 from stemdb.errors import AudioReadError, MissingDependencyError
-from stemdb.measure import measure
+from stemdb.measure import measure, warm_up_tempo
 
 log = logging.getLogger(__name__)
 
@@ -423,6 +423,8 @@ def _measure_all(
         for job in todo:
             take(measure_job(job, cfg))
     else:
+        if cfg.tempo:
+            warm_up_tempo()  # the workers inherit librosa's compiled kernels (see warm_up_tempo)
         with ProcessPoolExecutor(max_workers=workers) as pool:
             pending: set[Future] = set()
             it = iter(todo)

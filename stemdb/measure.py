@@ -295,6 +295,18 @@ def estimate_tempo(audio: np.ndarray, sample_rate: int) -> tuple[float | None, l
     return bpm_value, [float(t) for t in beats]
 
 
+def warm_up_tempo() -> None:
+    """Compile librosa's numba kernels for :func:`estimate_tempo` in this process (about 2 s, once).
+
+    Call before forking measurement workers: they inherit the compiled kernels. Workers that compile them
+    themselves all write librosa's on-disk numba cache at once, and a worker that loads a half-written cache file
+    dies of a segmentation fault (seen with 2 and 16 workers on a cold cache).
+    """
+    t = np.arange(3 * TEMPO_RATE) / TEMPO_RATE
+    clicks = (np.sin(2 * np.pi * 1000 * t) * (np.mod(t, 0.5) < 0.01)).astype(np.float32)
+    estimate_tempo(clicks[None], TEMPO_RATE)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # K-weighting filter
 

@@ -245,3 +245,29 @@ def test_kill_mid_ingest_then_rerun(tmp_path: Path) -> None:
     full = Catalog.open(cat).stems(include_duplicates=True)
     assert len(full) == 80 and full["key"].is_unique
     assert len(list(parts.glob("part-*.parquet"))) == 1
+
+
+def test_tempo_workers_on_a_cold_numba_cache(tmp_path: Path) -> None:
+    """Regression: workers that each compiled librosa's beat tracker wrote its on-disk numba cache at once, and one
+    died of a segmentation fault (BrokenProcessPool). The parent now compiles it before forking."""
+    src = tmp_path / "stems"
+    for kind in ("vocals", "drums"):
+        for p in sorted((STEMS / kind).glob("*.wav"))[:2]:
+            (src / kind).mkdir(parents=True, exist_ok=True)
+            shutil.copy(p, src / kind / p.name)
+    code = (
+        "import sys\n"
+        "from stemdb.config import IngestConfig, SourceConfig, StemsLayout\n"
+        "from stemdb.ingest import ingest_sources\n"
+        "r = ingest_sources([SourceConfig(name='s', root=sys.argv[1], layout=StemsLayout())], sys.argv[2],\n"
+        "                   cfg=IngestConfig(tempo=True, workers=2))\n"
+        "print(r.measured, r.rejected)\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code, str(src), str(tmp_path / "cat")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["4", "0"]
+    tempos = Catalog.open(tmp_path / "cat").stems()["tempo_bpm"]
+    assert tempos.notna().any()
