@@ -42,8 +42,9 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
 PY = sys.executable
 PROOF_VARIANTS = ("naive", "calibrated", "tempo")
-#: Seconds the proof spends besides training, per variant (stream start, separation, scoring) and once (setup).
-PROOF_OVERHEAD_S, PROOF_SETUP_S = 45.0, 40.0
+#: Seconds the proof spends besides training, per variant (stream start, separation, scoring) and once (unpacking,
+#: ingest with tempo, scoring the unprocessed mixture): 16-30 s and 34 + 80 s on the H200 run of 2026-11-27.
+PROOF_OVERHEAD_S, PROOF_SETUP_S = 30.0, 120.0
 
 
 @dataclass(frozen=True)
