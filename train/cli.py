@@ -129,7 +129,8 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def separate_cmd(
     file: Annotated[Path, typer.Argument(help="audio file to separate (.wav, .flac, .stem.mp4 ...)")],
-    model: Annotated[Path, typer.Option("--model", "-m", help="run folder or checkpoint file")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="run folder or checkpoint file, or centre (no "
+                                        "training needed)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for <stem>.wav")],
     chunk_seconds: Annotated[float | None, typer.Option(help="chunk length (default: the run's crop length)")]
     = None,
@@ -151,7 +152,7 @@ def separate_cmd(
 
 
 def evaluate_run_cmd(
-    run: Annotated[Path, typer.Argument(help="run folder or checkpoint file")],
+    run: Annotated[Path, typer.Argument(help="run folder or checkpoint file, or centre (no training needed)")],
     musdb_root: Annotated[Path, typer.Option(help="MUSDB18-HQ-layout references (mixture + stems)")],
     out: Annotated[Path, typer.Option("--out", help="scores.json")] = Path("scores.json"),
     split: Annotated[str | None, typer.Option(help="only tracks under this split folder (e.g. test)")] = None,
@@ -175,8 +176,12 @@ def evaluate_run_cmd(
 
     typer.echo(f"{'stem':<10} {'SDR':>8} {'SI-SDR':>8} {'dSDR':>8}   (median over {len(result['tracks'])} tracks; "
                "dSDR: improvement over the mixture)")
+    skipped = result.get("not_estimated", {})
     for stem, s, si, imp in stems_summary(result):
-        typer.echo(f"{stem:<10} {f(s):>8} {f(si):>8} {f(imp):>8}")
+        if stem in skipped:
+            typer.echo(f"{stem:<10} not estimated ({skipped[stem]})")
+        else:
+            typer.echo(f"{stem:<10} {f(s):>8} {f(si):>8} {f(imp):>8}")
     typer.echo(f"wrote {out}")
 
 

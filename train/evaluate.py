@@ -386,6 +386,22 @@ def sdr_improvement(scores: Mapping[str, Any], mixture_scores: Mapping[str, Any]
     return median_scores(diffs)
 
 
+def mark_not_estimated(result: dict[str, Any], stems: Iterable[str], reason: str) -> dict[str, Any]:
+    """Report ``stems`` as not estimated in a result of :func:`score_folders` (or ``train.separate.evaluate_run``):
+    ``None`` for each metric in ``"median"``, in every track and in ``"improvement"`` when present, and
+    ``result["not_estimated"][stem] = reason``; no silence is scored in their place. Changes ``result`` in place
+    (not the ``"mixture"`` baseline, which a caller may share) and returns it."""
+    null: StemScores = {"SDR": None, "SI-SDR": None}
+    for stem in stems:
+        result.setdefault("not_estimated", {})[stem] = reason
+        result.setdefault("median", {})[stem] = dict(null)
+        for track in result.get("tracks", {}).values():
+            track[stem] = dict(null)
+        if "improvement" in result:
+            result["improvement"][stem] = dict(null)
+    return result
+
+
 def write_scores(scores: Mapping[str, Any], out: Path) -> Path:
     """Write ``scores`` as JSON atomically (temp file + rename); NaN and ±inf become ``null``.
 

@@ -81,7 +81,14 @@ from train.models.spectral import SpectralMaskModel
 logger = logging.getLogger(__name__)
 
 #: The loss each model trains with unless ``train.loss`` says otherwise.
-DEFAULT_LOSS: dict[str, str] = {"unet": "l1_spec", "blstm": "mse_spec", "convtasnet": "l1_wave"}
+DEFAULT_LOSS: dict[str, str] = {
+    "unet": "l1_spec",
+    "blstm": "mse_spec",
+    "convtasnet": "l1_wave",
+    "demucs": "l1_wave",
+    "dccrn": "si_sdr_loss",
+    "phasen": "l1_wave",
+}
 #: Validation crops whose reference is quieter than this (RMS, dBFS) are not scored (instrumental vocals, rests).
 SILENT_REFERENCE_DBFS: float = -60.0
 CSV_NAME = "train.csv"
@@ -1258,6 +1265,9 @@ def train_run(
     rate = int(getattr(train_data, "sample_rate", tcfg.sample_rate or scfg.remix.sample_rate))
     net = build_model(tcfg.model, targets=targets, channels=channels, sample_rate=rate, seed=tcfg.seed,
                       **tcfg.model_options)
+    if not any(p.requires_grad for p in net.parameters()):
+        raise ConfigError(f"train.model={tcfg.model!r} has no trainable weights: use it without training "
+                          f"(stemdb separate --model {tcfg.model} FILE)", key="train.model")
     if valid is None and tcfg.valid.root is not None and rank == 0:
         v = tcfg.valid
         valid = load_crops(v.root, stems=targets, channels=channels, sample_rate=rate, seconds=v.seconds,

@@ -12,6 +12,15 @@ weighted estimates are added and divided by the summed weights. Where chunks ove
 crossfade; elsewhere (and for a model without temporal context) it is exactly the chunk's estimate. The last chunk
 is zero-padded; a file shorter than one chunk is one chunk of its own length.
 
+Models without trainable weights (``centre``) need no run: ``load_model("centre")`` builds one by name. A model may
+estimate only some of its targets (its ``estimates`` attribute, e.g. the centre model: vocals and accompaniment);
+only those are written and scored, the others are reported as not estimated.
+
+Memory: the estimates of the whole signal are one ``(S, C, N)`` float32 buffer, divided in place by the summed
+crossfade weights; the input is not copied (only the last chunk is padded); the model sees ``batch_size`` chunks
+at a time, by default 4 on a GPU and 1 on the CPU, where batching gains little speed and a batch of four 10 s
+chunks needs 1.5-3 GB of activations in Demucs, DCCRN or PHASEN (a 10-minute song then stays under 4 GB).
+
 Channels and rates: the output has the input's channel count and sample rate. A stereo model given mono audio sees
 it on both channels and its estimates are averaged back to mono; a mono model separates each input channel on its
 own; audio at another rate is resampled (soxr) to the model's rate and back.
@@ -36,7 +45,7 @@ from torch import Tensor
 from stemdb import audio
 from train.checkpoint import load_checkpoint, model_from_checkpoint
 from train.loop import AmpPolicy, Precision, resample, resolve_device, resolve_precision
-from train.models import SeparationModel
+from train.models import SeparationModel, build_model, model_class, model_names
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +54,20 @@ DEFAULT_CHUNK_S: float = 10.0
 
 
 def load_model(run: str | Path, *, device: str | torch.device = "cpu") -> SeparationModel:
-    """The model of a run folder's newest checkpoint (or of a checkpoint file), in eval mode on ``device``.
+    """The model of a run folder's newest checkpoint (or of a checkpoint file), in eval mode on ``device``; or, when
+    ``run`` is not a path but the name of a model without trainable weights (``"centre"``), that model with its
+    default options and targets (``model.checkpoint`` is then ``None``).
 
     The checkpoint's training crop length is kept as ``model.train_seconds`` (the default chunk length).
 
     Raises:
         train.checkpoint.CheckpointError: no checkpoint there, or not a stemdb checkpoint.
     """
+    untrained = untrained_model(run)
+    if untrained is not None:
+        untrained.train_seconds = None
+        untrained.checkpoint = None
+        return untrained.to(device).eval()
     ckpt = load_checkpoint(run)
     model = model_from_checkpoint(ckpt, device=device)
     tcfg = ckpt.get("train_config") or {}
@@ -59,6 +75,47 @@ def load_model(run: str | Path, *, device: str | torch.device = "cpu") -> Separa
     model.train_seconds = tcfg.get("seconds") or (scfg.get("remix") or {}).get("seconds")
     model.checkpoint = ckpt["path"]
     return model
+
+
+def untrained_model(run: str | Path) -> SeparationModel | None:
+    """A model named ``run`` that needs no training (its class has ``trainable = False``), built with its default
+    targets and options; ``None`` when ``run`` is an existing path or not a model name.
+
+    Raises:
+        train.checkpoint.CheckpointError: ``run`` names a model that needs training (pass its run folder).
+    """
+    from train.checkpoint import CheckpointError
+
+    name = str(run)
+    if Path(run).exists() or name not in model_names():
+        return None
+    cls = model_class(name)
+    if getattr(cls, "trainable", True):
+        raise CheckpointError(f"{name}: model {name!r} needs trained weights; pass its run folder or checkpoint "
+                              f"file (models usable by name: {', '.join(untrained_names()) or 'none'})")
+    return build_model(name, targets=cls.default_targets)
+
+
+def untrained_names() -> tuple[str, ...]:
+    """Names of the registered models without trainable weights (usable without a checkpoint)."""
+    return tuple(n for n in model_names() if not getattr(model_class(n), "trainable", True))
+
+
+def estimated_targets(model: SeparationModel) -> tuple[str, ...]:
+    """The targets ``model`` estimates: its ``estimates`` attribute when it has one, else all its targets."""
+    return tuple(getattr(model, "estimates", None) or model.targets)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter, else of its first buffer, else the CPU."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Chunks per forward pass when the caller gives none: 4 on a GPU, 1 on the CPU (bounded memory)."""
+    return 4 if device.type == "cuda" else 1
 
 
 def crossfade_window(length: int, overlap: int) -> Tensor:
@@ -104,22 +161,24 @@ def separate_tensor(
     ov = min(round(overlap * length), length // 2)
     hop = length - ov
     count = max(1, math.ceil((n - ov) / hop)) if hop > 0 else 1
-    padded = (count - 1) * hop + length
-    x = torch.nn.functional.pad(mixture.float(), (0, padded - n))
+    x = mixture.float()
     w = crossfade_window(length, ov).to(x.device)
-    out = torch.zeros(len(model.targets), c, padded, device=x.device)
-    wsum = torch.zeros(padded, device=x.device)
+    out = torch.zeros(len(model.targets), c, n, device=x.device)
+    wsum = torch.zeros(n, device=x.device)
     starts = [k * hop for k in range(count)]
     amp = amp or AmpPolicy("fp32", None, False)
     for i in range(0, count, batch_size):
         group = starts[i:i + batch_size]
-        batch = torch.stack([x[:, s:s + length] for s in group])
+        batch = torch.stack([torch.nn.functional.pad(x[:, s:s + length], (0, max(0, s + length - n)))
+                             for s in group])  # only the last chunk is zero-padded
         with amp.autocast(x.device):
             est = model(batch).float()
         for j, s in enumerate(group):
-            out[..., s:s + length] += est[j] * w
-            wsum[s:s + length] += w
-    return out[..., :n] / wsum[:n]
+            valid = min(length, n - s)
+            out[..., s:s + valid] += est[j, ..., :valid] * w[:valid]
+            wsum[s:s + valid] += w[:valid]
+    out /= wsum
+    return out
 
 
 def separate(
@@ -129,7 +188,7 @@ def separate(
     *,
     chunk_seconds: float | None = None,
     overlap: float = 0.25,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     precision: Precision = "fp32",
 ) -> dict[str, np.ndarray]:
     """Separate a whole ``(C, N)`` float32 signal at ``sample_rate`` Hz.
@@ -137,10 +196,12 @@ def separate(
     Args:
         chunk_seconds: chunk length; default the run's training crop length, else :data:`DEFAULT_CHUNK_S`.
         overlap: fraction of a chunk shared with the next (crossfaded).
+        batch_size: chunks per forward pass; ``None``: :func:`default_batch_size` of the model's device.
         precision: autocast policy name (``auto`` as in training; ``fp32`` by default).
 
     Returns:
-        ``{stem: (C, N) float32}`` with the input's channel count, length and rate.
+        ``{stem: (C, N) float32}`` with the input's channel count, length and rate, for the targets the model
+        estimates (:func:`estimated_targets`).
 
     Raises:
         ValueError: the input's channel count cannot be mapped to the model's (see the module docstring).
@@ -148,10 +209,11 @@ def separate(
     if mixture.ndim != 2:
         raise ValueError(f"mixture must be (channels, samples), got shape {mixture.shape}")
     c_in, n_in = mixture.shape
-    device = next(model.parameters()).device
+    device = model_device(model)
     amp = resolve_precision(precision, device)
     seconds = chunk_seconds or getattr(model, "train_seconds", None) or DEFAULT_CHUNK_S
     chunk = max(1, round(seconds * model.sample_rate))
+    batch_size = batch_size or default_batch_size(device)
     x = resample(np.asarray(mixture, dtype=np.float32), sample_rate, model.sample_rate)
     t = torch.from_numpy(np.ascontiguousarray(x)).to(device)
 
@@ -170,7 +232,10 @@ def separate(
             "mono input, or a mono model"
         )
     result = {}
+    wanted = estimated_targets(model)
     for s, stem in enumerate(model.targets):
+        if stem not in wanted:
+            continue
         y = resample(est[s].cpu().numpy(), model.sample_rate, sample_rate)
         y = y[:, :n_in] if y.shape[1] >= n_in else np.pad(y, ((0, 0), (0, n_in - y.shape[1])))
         result[stem] = np.ascontiguousarray(y, dtype=np.float32)
@@ -185,7 +250,7 @@ def separate_file(
     stream: int | None = None,
     chunk_seconds: float | None = None,
     overlap: float = 0.25,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     precision: Precision = "fp32",
     device: str = "auto",
     subtype: str = "FLOAT",
@@ -193,12 +258,13 @@ def separate_file(
     """Separate one audio file (read through :mod:`stemdb.audio`) into ``<out>/<stem>.wav``.
 
     Args:
-        model: a loaded model, or a run folder / checkpoint file (loaded on ``device``).
+        model: a loaded model, or a run folder / checkpoint file (loaded on ``device``), or the name of a model
+            without trainable weights (``"centre"``).
         stream: stream of a ``.stem.mp4`` to separate (default 0, the mixture).
         subtype: WAV sample format (``FLOAT`` keeps values above full scale; ``PCM_16`` clips them).
 
     Returns:
-        ``{stem: path written}``.
+        ``{stem: path written}`` for the targets the model estimates.
     """
     if not isinstance(model, SeparationModel):
         model = load_model(model, device=resolve_device(device))
@@ -227,7 +293,7 @@ def evaluate_run(
     """Separate every track of a MUSDB18-HQ-layout folder with a run's model and score the estimates.
 
     Args:
-        run: run folder or checkpoint file.
+        run: run folder or checkpoint file, or the name of a model without trainable weights (``"centre"``).
         musdb_root: ``ROOT/[split/]<track>/{mixture,<stems>}.{wav,flac}`` (or native ``.stem.mp4``).
         out: scores JSON to write (atomic), optional.
         split: only tracks under this split folder (``train``, ``test``...).
@@ -250,6 +316,7 @@ def evaluate_run(
         EvaluationError,
         ReferenceTrack,
         find_tracks,
+        mark_not_estimated,
         score_folders,
         score_mixture,
         sdr_improvement,
@@ -281,15 +348,19 @@ def evaluate_run(
                           precision=precision)
             if on_track:
                 on_track(name, i + 1, len(names))
-        scores = score_folders(est_root, Path(musdb_root), stems=model.targets, workers=workers)
+        stems = estimated_targets(model)
+        scores = score_folders(est_root, Path(musdb_root), stems=stems, workers=workers)
         base = baseline if baseline is not None else score_mixture(Path(musdb_root), tracks=names,
-                                                                    stems=model.targets, workers=workers)
+                                                                    stems=stems, workers=workers)
     result = {
         **scores,
         "mixture": base,
         "improvement": sdr_improvement(scores, base),
         "run": {"checkpoint": model.checkpoint, "step": _step_of(model.checkpoint)},
     }
+    skipped = [t for t in model.targets if t not in stems]
+    if skipped:
+        mark_not_estimated(result, skipped, f"model {model.name!r} estimates only {', '.join(stems)}")
     if out is not None:
         write_scores(result, Path(out))
     return result
@@ -300,13 +371,16 @@ def _split_of(path: Path) -> str | None:
     return parent if parent in ("train", "test", "valid", "validation") else None
 
 
-def _step_of(checkpoint: str) -> int | None:
+def _step_of(checkpoint: str | None) -> int | None:
+    if checkpoint is None:
+        return None
     stem = Path(checkpoint).stem
     return int(stem[5:]) if stem.startswith("step_") and stem[5:].isdigit() else None
 
 
 def stems_summary(result: Mapping[str, Any]) -> list[tuple[str, float | None, float | None, float | None]]:
-    """``[(stem, median SDR, median SI-SDR, SDR improvement)]`` rows of an :func:`evaluate_run` result."""
+    """``[(stem, median SDR, median SI-SDR, SDR improvement)]`` rows of an :func:`evaluate_run` result (``None``
+    where not scored; a stem under ``"not_estimated"`` is among them with ``None`` values)."""
     rows = []
     for stem, v in result["median"].items():
         imp = result.get("improvement", {}).get(stem, {}).get("SDR")
@@ -317,10 +391,15 @@ def stems_summary(result: Mapping[str, Any]) -> list[tuple[str, float | None, fl
 __all__ = [
     "DEFAULT_CHUNK_S",
     "crossfade_window",
+    "default_batch_size",
+    "estimated_targets",
     "evaluate_run",
     "load_model",
+    "model_device",
     "separate",
     "separate_file",
     "separate_tensor",
     "stems_summary",
+    "untrained_model",
+    "untrained_names",
 ]

@@ -40,6 +40,10 @@ MODELS: dict[str, tuple[str, str]] = {
     "unet": ("train.models.unet", "UNet"),
     "blstm": ("train.models.blstm", "BLSTM"),
     "convtasnet": ("train.models.convtasnet", "ConvTasNet"),
+    "demucs": ("train.models.demucs", "Demucs"),
+    "dccrn": ("train.models.dccrn", "DCCRN"),
+    "phasen": ("train.models.phasen", "PHASEN"),
+    "centre": ("train.models.centre", "Centre"),
 }
 
 

@@ -80,6 +80,8 @@ class BLSTM(SpectralMaskModel):
         max_bin: input bins (1487 = 16 kHz at 44.1 kHz and ``n_fft=4096``, Open-Unmix's bandwidth); ``None`` = all.
             The masks always cover all bins.
         dropout: dropout between BLSTM layers (0.4).
+        frontend: ``"stft"`` (``torch.stft``) or ``"learnable"`` (the convolutional STFT of
+            :mod:`train.models.frontend`, trainable; see :mod:`train.models.spectral`).
         init_scale: when set, Kaiming re-init of the linear weights times this factor.
     """
 
@@ -98,9 +100,11 @@ class BLSTM(SpectralMaskModel):
         max_bin: int | None = 1487,
         dropout: float = 0.4,
         init_scale: float | None = None,
+        frontend: str = "stft",
     ) -> None:
         super().__init__(
-            targets=targets, channels=channels, sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length
+            targets=targets, channels=channels, sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length,
+            frontend=frontend,
         )
         self.hidden = check_int("hidden", hidden, minimum=2)
         if hidden % 2:
@@ -132,6 +136,7 @@ class BLSTM(SpectralMaskModel):
             "max_bin": self.max_bin,
             "dropout": self.dropout,
             "init_scale": self.init_scale,
+            "frontend": self.frontend,
         }
 
     def estimate(self, mixture: Tensor) -> tuple[Tensor, Tensor]:

@@ -8,6 +8,12 @@ caller's autocast state; magnitudes are in linear amplitude (sum of windowed sam
 
 A mask model estimates one magnitude spectrogram per target and reuses the mixture's phase for the inverse STFT
 (Jansson et al. 2017; Stöter et al. 2019).
+
+Front end: ``frontend="stft"`` (default) uses ``torch.stft`` / ``torch.istft``; ``frontend="learnable"`` replaces
+both with the convolutional STFT of :mod:`train.models.frontend` (a trainable windowed-DFT filterbank, equal to
+``torch.stft`` at initialisation). The targets of a spectral loss (:meth:`SpectralMaskModel.magnitude`) always come
+from the fixed ``torch.stft``, so a loss cannot be lowered by shrinking the learned filterbank; the synthesis filters
+learn only under a waveform loss (the spectral losses never reach them).
 """
 
 from __future__ import annotations
@@ -17,7 +23,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from train.models import SeparationModel, check_int
+from train.models import SeparationModel, check_choice, check_int
+from train.models.frontend import ConvISTFT, ConvSTFT
+
+#: ``frontend`` option of the mask models: ``torch.stft`` or the learnable convolutional STFT.
+FRONTENDS = ("stft", "learnable")
+#: Below this mixture magnitude a bin's phase counts as undefined (learnable front end: its estimate is zero).
+PHASE_EPS = 1e-8
 
 
 def num_bins(n_fft: int) -> int:
@@ -97,14 +109,33 @@ def apply_mixture_phase(magnitudes: Tensor, mixture_spec: Tensor) -> Tensor:
     return torch.polar(magnitudes.float(), phase.expand_as(magnitudes).float())
 
 
+def with_phase_of(magnitudes: Tensor, mixture_spec: Tensor, eps: float = PHASE_EPS) -> Tensor:
+    """:func:`apply_mixture_phase` without ``torch.angle``, so gradients reach a learned ``mixture_spec``.
+
+    ``magnitudes * mixture_spec / max(|mixture_spec|, eps)``: where the mixture bin is (near) zero the estimate is
+    zero and its gradient finite (``angle``'s gradient is 0/0 there).
+
+    Args:
+        magnitudes: ``(B, S, C, F, N)`` non-negative estimates.
+        mixture_spec: ``(B, C, F, N)`` complex mixture STFT.
+
+    Returns:
+        ``(B, S, C, F, N)`` complex64.
+    """
+    spec = mixture_spec.to(torch.complex64)
+    unit = spec / spec.abs().clamp_min(eps)
+    return magnitudes.float() * unit.unsqueeze(1)
+
+
 class SpectralMaskModel(SeparationModel):
     """A model that masks the mixture's STFT magnitude per target and inverts with the mixture phase.
 
-    Subclasses implement :meth:`estimate`; ``forward`` turns its magnitudes into waveforms.
+    Subclasses implement :meth:`estimate`; ``forward`` turns its magnitudes into waveforms. ``frontend``:
+    ``"stft"`` or ``"learnable"`` (see the module docstring).
     """
 
     def __init__(
-        self, *, targets: Any, channels: int, sample_rate: int, n_fft: int, hop_length: int
+        self, *, targets: Any, channels: int, sample_rate: int, n_fft: int, hop_length: int, frontend: str = "stft"
     ) -> None:
         super().__init__(targets=targets, channels=channels, sample_rate=sample_rate)
         self.n_fft = check_int("n_fft", n_fft, minimum=4)
@@ -115,16 +146,23 @@ class SpectralMaskModel(SeparationModel):
                 f"got hop_length={hop_length}"
             )
         self.bins = num_bins(self.n_fft)
+        self.frontend = check_choice("frontend", frontend, FRONTENDS)
+        if self.frontend == "learnable":
+            self.analysis = ConvSTFT(self.n_fft, self.hop_length)
+            self.synthesis = ConvISTFT(self.n_fft, self.hop_length)
 
     def spectrogram(self, mixture: Tensor) -> Tensor:
-        """``(B, C, T)`` -> complex STFT ``(B, C, F, N)`` with this model's settings."""
+        """``(B, C, T)`` -> complex STFT ``(B, C, F, N)`` with this model's settings and front end."""
         self.check_mixture(mixture)
+        if self.frontend == "learnable":
+            return self.analysis(mixture)
         return stft(mixture, n_fft=self.n_fft, hop_length=self.hop_length)
 
     def magnitude(self, waveforms: Tensor) -> Tensor:
         """Magnitude STFT of any ``(..., T)`` waveforms with this model's settings: ``(..., F, N)`` float32.
 
-        Use it on the true stems ``(B, S, C, T)`` to get the targets of a spectral loss.
+        Use it on the true stems ``(B, S, C, T)`` to get the targets of a spectral loss. Always the fixed
+        ``torch.stft``, also with the learnable front end.
         """
         return magnitude(waveforms, n_fft=self.n_fft, hop_length=self.hop_length)
 
@@ -135,6 +173,8 @@ class SpectralMaskModel(SeparationModel):
     def forward(self, mixture: Tensor) -> Tensor:
         """``(B, C, T)`` mixture -> ``(B, S, C, T)`` float32 waveform estimates (mixture phase)."""
         mags, mix_spec = self.estimate(mixture)
+        if self.frontend == "learnable":
+            return self.synthesis(with_phase_of(mags, mix_spec), mixture.shape[-1])
         return istft(
             apply_mixture_phase(mags, mix_spec),
             n_fft=self.n_fft,

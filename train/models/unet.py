@@ -105,6 +105,8 @@ class UNet(SpectralMaskModel):
         mask: ``"sigmoid"`` (independent masks) or ``"softmax"`` (across targets, masks sum to one).
         high_mask: mask above ``max_bin``: ``"average"`` of the mask below, or ``"zeros"``.
         dropout: dropout of the first three decoder levels (0.5).
+        frontend: ``"stft"`` (``torch.stft``) or ``"learnable"`` (the convolutional STFT of
+            :mod:`train.models.frontend`, trainable; see :mod:`train.models.spectral`).
         init_scale: when set, Kaiming re-init of conv weights times this factor (see
             :func:`train.models.scale_init_`).
     """
@@ -126,9 +128,11 @@ class UNet(SpectralMaskModel):
         high_mask: str = "average",
         dropout: float = 0.5,
         init_scale: float | None = None,
+        frontend: str = "stft",
     ) -> None:
         super().__init__(
-            targets=targets, channels=channels, sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length
+            targets=targets, channels=channels, sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length,
+            frontend=frontend,
         )
         self.levels = check_int("levels", levels, minimum=1)
         self.base_filters = check_int("base_filters", base_filters, minimum=1)
@@ -155,6 +159,7 @@ class UNet(SpectralMaskModel):
             "high_mask": self.high_mask,
             "dropout": self.dropout,
             "init_scale": self.init_scale,
+            "frontend": self.frontend,
         }
 
     def masks(self, mixture: Tensor) -> tuple[Tensor, Tensor]:
