@@ -429,39 +429,45 @@ def test_evaluate_run_reports_centre_targets_as_not_estimated(tmp_path: Path):
 
 # ---------------------------------------------------------------------------------------------------- held-out
 
+#: Small configurations for the held-out check (300 steps of 4 x 1 s remixes: 10-30 min on one busy CPU core).
+HELD_OUT = {
+    "demucs": {"base_channels": 8, "depth": 4, "lstm_layers": 1},
+    "dccrn": {"n_fft": 512, "hop_length": 128, "filters": [8, 16, 32, 32], "lstm_hidden": 64, "lstm_layers": 1},
+    "phasen": {"n_fft": 512, "hop_length": 256, "amp_channels": 8, "phase_channels": 8, "blocks": 1,
+               "lstm_hidden": 64, "fc_hidden": 128},
+}
+
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["demucs", "dccrn", "phasen"])
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("name", list(HELD_OUT))
 def test_short_training_on_remixes_lowers_held_out_loss(name, fixture_catalog: Path, tmp_path: Path):
-    """A few hundred steps of a small configuration on cross-song remixes of the fixture catalogue lower the
-    default loss on held-out real mixtures (the MUSDB test track, never in the training stream)."""
+    """300 steps of a small configuration on cross-song remixes of the fixture catalogue lower the model's default
+    loss on held-out real mixtures (3 crops of the MUSDB test track, never in the training stream) below its start
+    and below a trivial estimate: silence for L1 (any gain below it is separation), the mixture itself for SI-SDR.
+    Measured (docs/models.md): demucs L1 0.0558 -> 0.0509 (silence 0.0536), dccrn -SI-SDR 24.7 -> 4.8 dB (mixture
+    7.3 dB)."""
     from stemdb.config import StemdbConfig
 
-    options = {
-        "demucs": {"base_channels": 16, "depth": 4, "lstm_layers": 1},
-        "dccrn": {"n_fft": 512, "hop_length": 128, "filters": [8, 16, 32, 32], "lstm_hidden": 64,
-                  "lstm_layers": 1},
-        "phasen": {"n_fft": 512, "hop_length": 256, "amp_channels": 8, "phase_channels": 8, "blocks": 1,
-                   "lstm_hidden": 64, "fc_hidden": 128},
-    }[name]
     held = load_crops(MUSDB / "test", stems=STEMS, channels=2, sample_rate=SR, seconds=1.0, crops_per_track=3)
-    loss_fn = get_loss(model_class(name).default_loss)
+    loss_name = model_class(name).default_loss
+    loss_fn = get_loss(loss_name)
 
-    def held_out_loss(model) -> float:  # noqa: ANN001
+    def held_out(model) -> float:  # noqa: ANN001
         model.eval()
         with torch.no_grad():
             return loss_fn(model(held.mixture), held.targets).item()
 
-    untrained = build_model(name, targets=STEMS, seed=0, **options)
-    before = held_out_loss(untrained)
+    before = held_out(build_model(name, targets=STEMS, seed=0, **HELD_OUT[name]))
     scfg = StemdbConfig.model_validate({"catalog": str(fixture_catalog), "remix": {"seconds": 1.0}})
     result = train_run(scfg, out=tmp_path / "run", model=name, overrides={
-        "model_options": options, "steps": 300, "batch_size": 4, "lr": 1e-3, "device": "cpu",
-        "checkpoint_every": 10**6, "log_every": 50,
+        "model_options": HELD_OUT[name], "steps": 300, "batch_size": 4, "lr": 1e-3, "device": "cpu",
+        "checkpoint_every": 10**6, "log_every": 25,
     })
-    after = held_out_loss(model_from_checkpoint(result.checkpoint))
-    print(f"{name}: held-out {model_class(name).default_loss} {before:.4f} -> {after:.4f} after {result.step} steps")
-    if model_class(name).default_loss == "si_sdr_loss":
-        assert after < before - 1.0
+    after = held_out(model_from_checkpoint(result.checkpoint))
+    if loss_name == "si_sdr_loss":
+        trivial = loss_fn(held.mixture.unsqueeze(1).expand_as(held.targets).contiguous(), held.targets).item()
     else:
-        assert after < 0.95 * before
+        trivial = loss_fn(torch.zeros_like(held.targets), held.targets).item()
+    print(f"{name}: held-out {loss_name} {before:.4f} -> {after:.4f} (trivial estimate {trivial:.4f})")
+    assert after < before and after < trivial

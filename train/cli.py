@@ -65,7 +65,8 @@ def torchrun_command(nproc: int, args: list[str]) -> list[str]:
 def train_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="run folder (checkpoints/, train.csv, train.png)")],
     config: Annotated[Path | None, typer.Option("--config", "-c", help="data.yaml (default: ./data.yaml)")] = None,
-    model: Annotated[str | None, typer.Option(help="unet | blstm | convtasnet (default: train.model)")] = None,
+    model: Annotated[str | None, typer.Option(help="unet | blstm | convtasnet | demucs | dccrn | phasen (default: "
+                                              "train.model)")] = None,
     steps: Annotated[int | None, typer.Option(help="optimizer steps in total (a resume continues to it)")] = None,
     batch_size: Annotated[int | None, typer.Option(help="items per process and micro-batch")] = None,
     accumulate: Annotated[int | None, typer.Option(help="micro-batches per optimizer step")] = None,

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from stemdb import audio
-from train.checkpoint import load_checkpoint, model_from_checkpoint
+from train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from train.loop import AmpPolicy, Precision, resample, resolve_device, resolve_precision
 from train.models import SeparationModel, build_model, model_class, model_names
 
@@ -84,8 +84,6 @@ def untrained_model(run: str | Path) -> SeparationModel | None:
     Raises:
         train.checkpoint.CheckpointError: ``run`` names a model that needs training (pass its run folder).
     """
-    from train.checkpoint import CheckpointError
-
     name = str(run)
     if Path(run).exists() or name not in model_names():
         return None
