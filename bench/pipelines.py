@@ -6,7 +6,7 @@ A real local Prefect server (SQLite, 127.0.0.1, a free port, a temporary PREFECT
 prefect.toml) records every flow and task run. Each build renders ``n`` mixtures of ``seconds`` s (gain, channel
 swap, polarity; no pitch shift or time stretch) from the fixture catalogue into its own empty folder:
 
-(a) ``augment.render.build_remix(workers=1)``: the plain-Python loop, one process (the baseline);
+(a) ``augment.build.build_remix(workers=1)``: the plain-Python loop, one process (the baseline);
 (b) the ``build-remix`` flow with the thread runner and 1 thread: the same work plus Prefect (flow run, one task
     per chunk, manifest task, statistics artifacts) -> the overhead;
 (c) the flow with the thread runner and one thread per core;
@@ -34,9 +34,10 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.chdir(ROOT)  # prefect.toml is read from the working directory
 
-from augment.render import build_remix  # noqa: E402
+from augment.build import build_remix  # noqa: E402
+from augment.config import load_project  # noqa: E402
 from pipelines.serve import free_port, start_server, wait_healthy  # noqa: E402
-from stemdb.config import IngestConfig, MusdbLayout, SourceConfig, StemsLayout, load_config  # noqa: E402
+from stemdb.config import IngestConfig, MusdbLayout, SourceConfig, StemsLayout  # noqa: E402
 from stemdb.ingest import ingest_sources  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
@@ -89,7 +90,7 @@ def main() -> None:
     shutil.rmtree(w, ignore_errors=True)
     w.mkdir(parents=True)
     cat = catalogue(w / "cat")
-    base = load_config(ROOT / "data.yaml").remix
+    base = load_project(ROOT / "data.yaml").remix
     light = {t: {"channel_swap": {"p": 0.5}, "polarity": {"p": 0.5}} for t in base.targets}
     remix_cfg = base.model_copy(update={"augment": light})
     cfg_file = w / "data.yaml"

@@ -27,10 +27,12 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from augment.remix import build_pool, plan_mixture  # noqa: E402
+from augment.config import load_project  # noqa: E402
+from augment.pool import build_pool  # noqa: E402
+from augment.remix import plan_mixture  # noqa: E402
 from augment.render import StemTable, render_recipe  # noqa: E402
 from stemdb import audio  # noqa: E402
-from stemdb.config import IngestConfig, SourceConfig, StemsLayout, load_config  # noqa: E402
+from stemdb.config import IngestConfig, SourceConfig, StemsLayout  # noqa: E402
 from stemdb.ingest import ingest_sources  # noqa: E402
 
 TARGETS = ("vocals", "drums", "bass", "other")
@@ -99,7 +101,7 @@ def main() -> None:
     ingest_sources([SourceConfig(name="b", root=w / "stems", layout=StemsLayout())], w / "cat",
                    cfg=IngestConfig(tempo=False, workers=1))
     files = {t: sorted((w / "stems" / t).glob("*.wav")) for t in TARGETS}
-    base = load_config(ROOT / "data.yaml").remix
+    base = load_project(ROOT / "data.yaml").remix
     light = {t: {"gain": {"min_db": -3, "max_db": 3, "p": 1.0}, "channel_swap": {"p": 0.5},
                  "polarity": {"p": 0.5}} for t in TARGETS}
     heavy = {t: {**light[t], "pitch": {"min_semitones": -2, "max_semitones": 2, "p": 0.3},

@@ -46,8 +46,9 @@ from torch.utils.data import DataLoader, Dataset
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from augment.config import load_project as load_config  # noqa: E402
 from stemdb import audio  # noqa: E402
-from stemdb.config import IngestConfig, SourceConfig, StemsLayout, load_config  # noqa: E402
+from stemdb.config import IngestConfig, SourceConfig, StemsLayout  # noqa: E402
 from stemdb.ingest import ingest_sources  # noqa: E402
 from train.data import IndexedStream, RemixStream, StreamLoader  # noqa: E402
 

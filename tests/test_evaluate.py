@@ -17,17 +17,15 @@ import torch
 
 from stemdb import audio
 from tests.conftest import MUSDB, STEM_MP4, requires_ffmpeg
+from train.bsseval import MAX_DB, bss_sdr, score_track
 from train.evaluate import (
-    MAX_DB,
     EvaluationError,
     MissingEstimateError,
-    bss_sdr,
     find_tracks,
     median_scores,
     read_scores,
     score_folders,
     score_mixture,
-    score_track,
     sdr_improvement,
     write_scores,
 )

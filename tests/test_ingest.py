@@ -18,7 +18,8 @@ import soundfile as sf
 from stemdb import audio
 from stemdb.catalog import Catalog
 from stemdb.config import IngestConfig, SourceConfig, StemsLayout
-from stemdb.ingest import hash_split, ingest_folder, ingest_sources
+from stemdb.ingest import ingest_folder, ingest_sources
+from stemdb.scan import hash_split
 
 from .conftest import MUSDB, STEMS, requires_ffmpeg
 

@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
+from augment.config import load_project
 from augment.remix import plan_mixture
 from augment.render import render_recipe
 from stemdb import audio
-from stemdb.config import load_config
 from stemdb.errors import ConfigError
 from train.data import (
     MixtureFolders,
@@ -32,7 +32,7 @@ from train.gpu_augment import GpuAugment
 
 ROOT = Path(__file__).parent.parent
 MUSDB = ROOT / "tests" / "data" / "musdb"
-BASE = load_config(ROOT / "data.yaml").remix
+BASE = load_project(ROOT / "data.yaml").remix
 LIGHT = {t: {"gain": {"min_db": -3, "max_db": 3, "p": 0.5}, "channel_swap": {"p": 0.5}, "polarity": {"p": 0.5}}
          for t in BASE.targets}
 CFG = BASE.model_copy(update={"augment": LIGHT})
