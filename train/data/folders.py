@@ -2,7 +2,7 @@
 validation (``MusdbTracks``).
 
 Layout: ``<root>/<split>/<track>/{mixture,<target>...}.wav`` (FLAC accepted by ``MixtureFolders``) - what
-``augment.render.build_remix`` writes and what MUSDB18-HQ ships.
+``augment.build.build_remix`` writes and what MUSDB18-HQ ships.
 """
 
 from __future__ import annotations
