@@ -261,12 +261,8 @@ def evaluate_run(
         scores = score_folders(est_root, Path(musdb_root), stems=model.targets, workers=workers)
         base = baseline if baseline is not None else score_mixture(Path(musdb_root), tracks=names,
                                                                     stems=model.targets, workers=workers)
-    result = {
-        **scores,
-        "mixture": base,
-        "improvement": sdr_improvement(scores, base),
-        "run": {"checkpoint": model.checkpoint, "step": _step_of(model.checkpoint)},
-    }
+    result = {**scores, "mixture": base, "improvement": sdr_improvement(scores, base),
+              "run": {"checkpoint": model.checkpoint, "step": _step_of(model.checkpoint)}}
     if out is not None:
         write_scores(result, Path(out))
     return result

@@ -11,8 +11,9 @@ checkpoints, exact resume and DDP, for one :class:`train.models.SeparationModel`
 
 Training practice (options of :class:`train.config.TrainConfig`, the ``train:`` section of ``data.yaml``):
 
-- **precision** and **devices**: :mod:`train.runtime`. The models keep their STFTs, LSTMs and normalisation
-  statistics in float32 themselves.
+- **precision**, **devices**, **DDP** setup: :mod:`train.runtime`; the models keep their STFTs, LSTMs and
+  normalisation statistics in float32 themselves. Under DDP the loss module (:mod:`train.step`) is wrapped in
+  ``DistributedDataParallel``; each rank reads its own share of the data (:mod:`train.feed`).
 - **gradient accumulation**: ``accumulate`` micro-batches of ``batch_size`` items per optimizer step and process;
   the global batch is ``batch_size * accumulate * world_size``. Under DDP only the last micro-batch synchronises.
 - **LR milestones**: ``MultiStepLR`` multiplying by ``lr_gamma`` (0.5: halving) at ``lr_milestones`` and/or every
@@ -22,14 +23,11 @@ Training practice (options of :class:`train.config.TrainConfig`, the ``train:`` 
 - **randomness**: the weights come from ``build_model(seed=...)``; dropout draws from torch's generator re-seeded
   at every step from (seed, step, rank) inside ``torch.random.fork_rng`` (the caller's random state is untouched and
   a resumed run draws exactly what an uninterrupted one draws); data order: :mod:`train.feed`.
-- **checkpoints** every ``checkpoint_every`` steps and at the end (rank 0 only; :mod:`train.checkpoint`), carrying
-  everything a resume needs: step, epoch, position in the epoch, optimizer, scheduler, scaler and stream state.
-  :meth:`Trainer.fit` resumes from the newest checkpoint in ``out`` and continues the step count and the LR
-  schedule exactly.
+- **checkpoints** every ``checkpoint_every`` steps and at the end (rank 0 only; :mod:`train.checkpoint`) with all a
+  resume needs (step, epoch and position in it, optimizer, scheduler, scaler, stream state); :meth:`Trainer.fit`
+  resumes from the newest one in ``out`` and continues the step count and the LR schedule exactly.
 - **logging**: :mod:`train.runlog` (``train.csv``, ``train.png``), rewritten at every checkpoint; validation:
   :mod:`train.validation`.
-- **DDP**: under ``torchrun`` the loss module is wrapped in ``DistributedDataParallel``; each rank reads its own
-  share of the data (the stream's rank sharding, or a ``DistributedSampler`` for map-style datasets).
 """
 
 from __future__ import annotations
