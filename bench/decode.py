@@ -9,7 +9,8 @@ every format both decoders can open, the whole file is decoded by each (best of 
 process) and the two outputs are compared; then a 1 s window at 3/4 of the file (soundfile seeks; PyAV decodes from
 the start up to the window's end, as ``stemdb.audio.read`` does). PyAV-only formats get PyAV's figures. Printed:
 real-time factors (seconds of audio per second of decoding) and the ratio PyAV / soundfile per format (> 1: PyAV
-is faster); ``stemdb.audio`` uses the faster one per format.
+is faster); ``stemdb.audio`` uses the faster one per format. Last, the native ``.stem.mp4`` fixture: PyAV against
+stempeg (the ffmpeg program), time and agreement, where stempeg imports.
 """
 
 from __future__ import annotations
@@ -116,6 +117,26 @@ def av_window(p: Path, start: int, n: int) -> np.ndarray:
     return audio._av_decode(p, [0], stop=start + n)[0][0][:, start : start + n]
 
 
+def stem_mp4(repeats: int) -> None:
+    """The native .stem.mp4 fixture, all five streams: PyAV (one demuxing pass) against stempeg (one ffmpeg process
+    per stream, as stemdb read it before), where stempeg can be imported (it needs the ffmpeg program)."""
+    path = ROOT / "tests" / "data" / "musdb-stems" / "test" / "The Easton Ellises - Falcon 69.stem.mp4"
+    ours, sr = audio.read_stem_mp4(path)
+    secs = ours.shape[0] * ours.shape[2] / sr
+    t_av = best(lambda: audio.read_stem_mp4(path), repeats)
+    line = f"stem.mp4 fixture, 5 streams ({secs:.1f} s of audio): PyAV {t_av * 1e3:.0f} ms ({secs / t_av:,.0f}x RT)"
+    try:
+        import stempeg
+    except Exception as exc:  # noqa: BLE001 - RuntimeError without ffmpeg
+        print(f"{line}; stempeg not importable ({exc})")
+        return
+    ref, _ = stempeg.read_stems(str(path), dtype=np.float32, always_3d=True)
+    t_sp = best(lambda: stempeg.read_stems(str(path), dtype=np.float32, always_3d=True), repeats)
+    diff = float(np.max(np.abs(ours - np.transpose(ref, (0, 2, 1)))))
+    print(f"{line}; stempeg {t_sp * 1e3:.0f} ms ({secs / t_sp:,.0f}x RT); stempeg/PyAV time {t_sp / t_av:.1f}; "
+          f"same shape {ours.shape == np.transpose(ref, (0, 2, 1)).shape}, max abs diff {diff:.2g}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=180.0)
@@ -155,6 +176,7 @@ def main() -> None:
         start = int(0.75 * b.shape[1])
         w_av = best(lambda p=p, s=start, r=spec[3]: av_window(p, s, r), args.repeats)
         print(f"| {name} | {p.stat().st_size / 1e6:.1f} | - | {secs / t_av:,.0f} | - | - | - | {w_av * 1e3:.1f} |")
+    stem_mp4(args.repeats)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ STEM_MP4_STREAMS: tuple[str, ...] = ("mixture", "drums", "bass", "other", "vocal
 _LIBSNDFILE_OPUS: bool = "OPUS" in sf.available_subtypes("OGG")
 
 #: File endings read through soundfile (libsndfile). Where both decoders read a format, soundfile's exact seeking
-#: makes a 1 s window 15-1000x cheaper, and whole files decode as fast or faster, except Ogg Opus (PyAV 2.3x
+#: makes a 1 s window 20-600x cheaper, and whole files decode about as fast or faster, except Ogg Opus (PyAV 2.3-2.5x
 #: faster there; windows decide, as the renderer reads many; docs/benchmarks.md "Decoding").
 SOUNDFILE_SUFFIXES: frozenset[str] = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", *([".opus"] if _LIBSNDFILE_OPUS else [])}
