@@ -38,9 +38,8 @@ DATA = ROOT / "tests" / "data"
 def load_corpus(minutes: float) -> list[tuple[np.ndarray, int]]:
     """Fixture recordings, cycled until they add up to ``minutes`` of audio."""
     base = [audio.read(p) for p in sorted(DATA.rglob("*.wav"))]
-    if audio.ffmpeg_available():
-        for mp4 in sorted(DATA.rglob("*.stem.mp4")):
-            base += [audio.read(mp4, stream=i) for i in range(audio.stem_mp4_stream_count(mp4))]
+    for mp4 in sorted(DATA.rglob("*.stem.mp4")):
+        base += [audio.read(mp4, stream=i) for i in range(audio.stem_mp4_stream_count(mp4))]
     corpus, total = [], 0.0
     for x, sr in itertools.cycle(base):
         if total >= minutes * 60:
