@@ -1,6 +1,6 @@
 """Decoding speed per format: soundfile (libsndfile) against PyAV (FFmpeg's libraries) on the same files.
 
-Run: .venv/bin/python bench/decode.py [--seconds 180 --repeats 5 --workdir /tmp/stemdb-decode]
+Run: .venv/bin/python bench/decode.py [--seconds 180 --repeats 5]   (--smoke: 5 s, one repeat)
 
 A stereo 44.1 kHz programme is built from the real multitracks of the training pool (their mixtures, summed from
 the stems, one after the other, cycled to ``--seconds``), then written once per format: WAV, AIFF, FLAC (16-bit),
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from fractions import Fraction
@@ -31,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from stemdb import audio  # noqa: E402
 
-POOL = Path("/work/shared/data/train-pool/musdb/train")
+POOL = ROOT.parent / "shared" / "data" / "train-pool" / "musdb" / "train"  # beside the checkout
 FALLBACK = ROOT / "tests" / "data" / "musdb" / "train"
 STEMS = ("vocals", "drums", "bass", "other")
 
@@ -137,14 +138,19 @@ def stem_mp4(repeats: int) -> None:
           f"same shape {ours.shape == np.transpose(ref, (0, 2, 1)).shape}, max abs diff {diff:.2g}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=180.0)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/stemdb-decode"))
-    args = ap.parse_args()
+    ap.add_argument("--workdir", type=Path, default=None, help="default: a fresh temporary folder")
+    ap.add_argument("--smoke", action="store_true", help="5 s of audio, one repeat")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.seconds, args.repeats = 5.0, 1
+    args.workdir = args.workdir or Path(tempfile.mkdtemp(prefix="stemdb-bench-decode-"))
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
+    ratios = []
     src, sr = programme(args.seconds)
     import soxr
 
@@ -165,6 +171,7 @@ def main() -> None:
         start = int(0.75 * a.shape[1])
         w_sf = best(lambda p=p, s=start, r=rate: sf_window(p, s, r), args.repeats)
         w_av = best(lambda p=p, s=start, r=rate: av_window(p, s, r), args.repeats)
+        ratios.append(t_sf / t_av)
         print(f"| {name} | {p.stat().st_size / 1e6:.1f} | {secs / t_sf:,.0f} | {secs / t_av:,.0f} | "
               f"{t_sf / t_av:.2f} | {same} | {w_sf * 1e3:.1f} | {w_av * 1e3:.1f} |")
     for name, (fname, *spec) in AV_FORMATS.items():
@@ -177,7 +184,11 @@ def main() -> None:
         w_av = best(lambda p=p, s=start, r=spec[3]: av_window(p, s, r), args.repeats)
         print(f"| {name} | {p.stat().st_size / 1e6:.1f} | - | {secs / t_av:,.0f} | - | - | - | {w_av * 1e3:.1f} |")
     stem_mp4(args.repeats)
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    gmean = float(np.exp(np.mean(np.log(ratios))))
+    print(f"ratio PyAV/soundfile whole-file speed, geometric mean over {len(ratios)} formats both read: {gmean:.2f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

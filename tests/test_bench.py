@@ -21,6 +21,7 @@ BENCH = ROOT / "bench"
 NUM = r"-?\d+\.\d+"
 #: bench file -> (extra arguments, pattern of the last line of its output).
 LAST_LINE: dict[str, tuple[list[str], str]] = {
+    "decode.py": ([], rf"ratio PyAV/soundfile whole-file speed, geometric mean over \d+ formats both read: {NUM}"),
     "ingest.py": ([], rf"ratio ingest/decode-only throughput \(1 process each\): {NUM}"),
     "loudness.py": ([], rf"ratio stemdb / pyloudnorm \(integrated loudness, wall clock\): {NUM}x"),
     "pipelines.py": ([], rf"flow overhead, flow \(1 thread\) / build_remix \(1 process\): wall {NUM}, CPU {NUM} "
