@@ -32,6 +32,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -191,6 +192,10 @@ def build_catalog(work: Path, pool: Path, stems: Path, holdout: tuple[str, ...],
 def proof_overrides(args: argparse.Namespace) -> dict:
     """The ``train:`` overrides every variant shares: same seed, model, budget and data settings."""
     cuda = resolve_device(args.device).type == "cuda"
+    cores = os.cpu_count() or 1
+    if args.num_workers > cores:
+        print(f"note: {cores} cores: --num-workers {args.num_workers} capped to {cores}")
+        args.num_workers = cores
     return {
         "steps": args.train_steps or 10**7, "max_minutes": None if args.train_steps else args.minutes,
         "batch_size": args.batch or (4 if cuda else 2), "device": args.device, "seed": 0, "lr": args.lr,

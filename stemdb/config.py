@@ -58,7 +58,9 @@ class StemsLayout(_Frozen):
 
     type: Literal["stems"] = "stems"
     kinds: dict[str, str] = Field(default_factory=dict)
-    globs: tuple[str, ...] = ("**/*.wav", "**/*.flac", "**/*.mp3", "**/*.ogg", "**/*.aif", "**/*.aiff")
+    # every ending stemdb.audio reads except .mp4/.m4b (video, audiobooks; multitrack .stem.mp4 is the musdb layout)
+    globs: tuple[str, ...] = ("**/*.wav", "**/*.flac", "**/*.mp3", "**/*.ogg", "**/*.oga", "**/*.opus", "**/*.aif",
+                              "**/*.aiff", "**/*.m4a", "**/*.aac", "**/*.webm", "**/*.weba", "**/*.mka", "**/*.wma")
     song: str = "file"
     split: Split = "train"
 

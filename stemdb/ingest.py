@@ -66,16 +66,13 @@ def measure_job(job: FileJob, cfg: IngestConfig) -> tuple[list[dict], list[dict]
         if job.bytes < 0 or not full.exists():
             raise AudioReadError(full, "unreadable: missing file or dangling link")
         if job.is_stem_mp4:
-            streams, sr = audio_io.read_stem_mp4(full)
-            decoded = [streams[i] for i in range(streams.shape[0])]
+            decoded, infos = audio_io.load_streams(full)
             kinds = list(job.kinds[: len(decoded)]) + [
                 f"stream{i}" for i in range(len(job.kinds), len(decoded))
             ]
-            info = audio_io.AudioInfo(sr, decoded[0].shape[0], decoded[0].shape[1], "MP4", "AAC")
         else:
             a, info = audio_io.load(full)
-            sr = info.sample_rate
-            decoded, kinds = [a], list(job.kinds)
+            decoded, infos, kinds = [a], [info], list(job.kinds)
     except (AudioReadError, MissingDependencyError) as exc:
         return [], [_reject(job, k, str(getattr(exc, "reason", exc)), now) for k in job.row_keys()]
     except Exception as exc:  # noqa: BLE001 - a batch job records every failure and goes on
@@ -83,8 +80,9 @@ def measure_job(job: FileJob, cfg: IngestConfig) -> tuple[list[dict], list[dict]
 
     rows, rejects = [], []
     keys = job.row_keys() if job.is_stem_mp4 else [f"{job.source}:{job.path}"]
-    for i, (a, kind) in enumerate(zip(decoded, kinds, strict=False)):
+    for i, (a, info, kind) in enumerate(zip(decoded, infos, kinds, strict=False)):
         key = keys[i] if i < len(keys) else f"{job.source}:{job.path}#{i}"
+        sr = info.sample_rate
         reason = _validate(a, sr, job.max_channels)
         if reason:
             rejects.append(_reject(job, key, reason, now))
@@ -128,13 +126,8 @@ def _row(
     m,
     now: datetime,
 ) -> dict:  # noqa: ANN001
-    flags = []
-    if m.silence_ratio >= 1.0:
-        flags.append("silent")
-    if m.clipping_ratio > 0.0:
-        flags.append("clipping")
-    if info.subtype in ("AAC", "MPEG_LAYER_III", "VORBIS", "OPUS"):
-        flags.append("lossy")
+    flags = [f for f, on in (("silent", m.silence_ratio >= 1.0), ("clipping", m.clipping_ratio > 0.0),
+                             ("lossy", bool(info.lossy))) if on]
     rec = m.as_record()
     song = job.song if job.song is not None else m.content_hash
     split = job.split
@@ -159,15 +152,13 @@ def _row(
         "duration_s": float(a.shape[1] / sr),
         "format": info.format,
         "subtype": info.subtype,
+        "codec": info.codec,
+        "bitrate_kbps": info.bitrate_kbps,
+        "lossy": info.lossy,
         "bytes": job.bytes,
         "mtime": job.mtime,
-        "lufs": rec["lufs"],
-        "peak_dbfs": rec["peak_dbfs"],
-        "rms_dbfs": rec["rms_dbfs"],
-        "clipping_ratio": rec["clipping_ratio"],
-        "silence_ratio": rec["silence_ratio"],
-        "active": rec["active"],
-        "tempo_bpm": rec["tempo_bpm"],
+        **{k: rec[k] for k in ("lufs", "peak_dbfs", "rms_dbfs", "clipping_ratio", "silence_ratio", "active",
+                               "tempo_bpm")},
         "beats": rec["beats_s"],
         "loudness_100ms": rec["loudness_100ms"],
         "flags": flags,
@@ -199,11 +190,13 @@ def _reject(job: FileJob, key: str, reason: str, now: datetime) -> dict:
 
 
 def plan(jobs: list[FileJob], cat: Catalog) -> tuple[list[FileJob], list[FileJob]]:
-    """Split jobs into (to measure, unchanged) by comparing (path, size, mtime) with the catalogue and rejects."""
+    """Split jobs into (to measure, unchanged) by comparing (path, size, mtime) with the catalogue and rejects.
+    Rows without a ``codec`` (written by schema version 1) count as changed, so a rerun fills the new columns."""
     known: dict[str, tuple[int, float]] = {}
-    stems = cat.table("stems", columns=["key", "bytes", "mtime", "deleted"]).to_pandas()
-    for k, b, m, d in zip(stems["key"], stems["bytes"], stems["mtime"], stems["deleted"], strict=True):
-        if not d:
+    stems = cat.table("stems", columns=["key", "bytes", "mtime", "deleted", "codec"]).to_pandas()
+    for k, b, m, d, c in zip(stems["key"], stems["bytes"], stems["mtime"], stems["deleted"], stems["codec"],
+                             strict=True):
+        if not d and isinstance(c, str):
             known[k] = (int(b), float(m))
     rej = cat.table("rejects", columns=["key", "bytes", "mtime"]).to_pandas()
     for k, b, m in zip(rej["key"], rej["bytes"], rej["mtime"], strict=True):

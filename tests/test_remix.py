@@ -21,6 +21,8 @@ from stemdb import audio
 from stemdb.errors import ConfigError
 from stemdb.measure import integrated_loudness
 
+from .conftest import import_or_skip
+
 ROOT = Path(__file__).parent.parent
 CFG = load_project(ROOT / "data.yaml").remix
 AUG = {t: {"channel_swap": {"p": 0.5}, "polarity": {"p": 0.5}, "gain": {"min_db": -2, "max_db": 2, "p": 0.5}}
@@ -150,8 +152,9 @@ def test_loudness_calibrated_levels_follow_the_real_multitracks(fixture_catalog:
     assert abs(np.median(mix_err)) < 1.0
 
 
+@pytest.mark.ffmpeg
 def test_rendered_set_opens_with_musdb(fixture_catalog: Path, tmp_path: Path) -> None:
-    import musdb
+    musdb = import_or_skip("musdb")
 
     build_remix(fixture_catalog, tmp_path / "m", n=3, seed=0, cfg=FAST, seconds=1.0)
     db = musdb.DB(root=str(tmp_path / "m"), is_wav=True, subsets="train")
