@@ -17,14 +17,15 @@ from typer.testing import CliRunner
 from stemdb import audio
 from stemdb.errors import ConfigError
 from train.checkpoint import model_from_checkpoint, save_checkpoint
-from train.loop import load_crops, train_run
 from train.losses import get_loss, l1_wave
 from train.metrics import sdr
 from train.models import build_model, model_class
 from train.models.demucs import Demucs, downsample2, rescale_convs_, upsample2
 from train.models.frontend import ConvISTFT, ConvSTFT
 from train.models.spectral import SpectralMaskModel, stft
+from train.run import train_run
 from train.separate import estimated_targets, load_model, separate_file
+from train.validation import load_crops
 
 from .conftest import MUSDB
 
@@ -135,50 +136,36 @@ def test_models_declare_default_loss_and_tiny_options():
 
 # ---------------------------------------------------------------------------------------------------- training
 
-#: (model, options, learning rate): small enough for a few seconds of CPU each.
-OVERFIT = [
-    ("demucs", {"base_channels": 8, "depth": 4, "lstm_layers": 1}, 1e-2),
-    ("dccrn", {"n_fft": 256, "hop_length": 128, "filters": [8, 16, 16], "lstm_hidden": 32, "lstm_layers": 1}, 3e-3),
-    ("phasen", {"n_fft": 256, "hop_length": 128, "amp_channels": 4, "phase_channels": 4, "blocks": 1,
-                "lstm_hidden": 16, "fc_hidden": 32}, 1e-2),
-    ("unet", {**MASK_TINY["unet"], "frontend": "learnable", "dropout": 0.0, "max_bin": None}, 3e-3),
-]
-
-
-@pytest.mark.parametrize(("name", "kw", "lr"), OVERFIT, ids=[o[0] for o in OVERFIT])
-def test_overfits_a_real_fixture_batch(name, kw, lr):
-    """40 Adam steps of the model's default loss (the U-Net: L1 on the waveform, so its learnable synthesis trains
-    too) on one real crop (vocals and drums of a fixture track) bring the loss well below its start."""
+def test_unet_with_the_learnable_front_end_overfits_a_real_fixture_batch():
+    """40 Adam steps of L1 on the waveform (so the learnable synthesis trains too) on one real crop (vocals and
+    drums of a fixture track) bring the loss well below its start (measured ratio 0.3-0.5). The new models' own
+    overfit check is the shared one in tests/test_model_contract.py."""
     crops = load_crops(MUSDB / "train", stems=("vocals", "drums"), channels=2, sample_rate=SR, seconds=0.5,
                        max_tracks=1)
     mix, tgt = crops.mixture, crops.targets
-    model = build_model(name, targets=crops.stems, sample_rate=SR, seed=0, **kw)
-    loss_name = model_class(name).default_loss if name != "unet" else "l1_wave"
-    loss_fn = get_loss(loss_name)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model = build_model("unet", targets=crops.stems, sample_rate=SR, seed=0,
+                        **{**MASK_TINY["unet"], "frontend": "learnable", "dropout": 0.0, "max_bin": None})
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.eval()
     with torch.no_grad():
-        first = loss_fn(model(mix), tgt).item()
+        first = l1_wave(model(mix), tgt).item()
     model.train()
     for _ in range(40):
         opt.zero_grad()
-        loss = loss_fn(model(mix), tgt)
+        loss = l1_wave(model(mix), tgt)
         loss.backward()
         opt.step()
     model.eval()
     with torch.no_grad():
-        last = loss_fn(model(mix), tgt).item()
-    if loss_name == "si_sdr_loss":  # negative dB (measured: +18 dB -> -12 dB)
-        assert last < first - 10.0, (first, last)
-    else:  # measured ratios 0.3-0.5
-        assert last < 0.6 * first, (first, last)
+        last = l1_wave(model(mix), tgt).item()
+    assert last < 0.6 * first, (first, last)
 
 
 def test_train_refuses_a_model_without_weights(fixture_catalog: Path, tmp_path: Path):
-    from stemdb.config import StemdbConfig
+    from augment.config import ProjectConfig
 
     with pytest.raises(ConfigError, match="train.model='centre' has no trainable weights"):
-        train_run(StemdbConfig(catalog=fixture_catalog), out=tmp_path / "run", model="centre",
+        train_run(ProjectConfig(catalog=fixture_catalog), out=tmp_path / "run", model="centre",
                   overrides={"steps": 1})
 
 
@@ -186,7 +173,7 @@ def test_train_refuses_a_model_without_weights(fixture_catalog: Path, tmp_path: 
 def test_cli_train_runs_from_data_yaml_on_the_fixture_catalogue(name, fixture_catalog: Path, tmp_path: Path):
     import yaml
 
-    from train.cli import app
+    from pipelines.cli import app
 
     conf = tmp_path / "data.yaml"
     conf.write_text(yaml.safe_dump({
@@ -390,7 +377,7 @@ def test_centre_mono_is_all_centre_and_bad_options_are_named():
 
 
 def test_separate_and_cli_with_centre_by_name(tmp_path: Path):
-    from train.cli import app
+    from pipelines.cli import app
 
     model = load_model("centre")
     assert model.checkpoint is None and estimated_targets(model) == ("vocals", "accompaniment")
@@ -409,7 +396,7 @@ def test_separate_and_cli_with_centre_by_name(tmp_path: Path):
 
 
 def test_evaluate_run_reports_centre_targets_as_not_estimated(tmp_path: Path):
-    from train.cli import app
+    from pipelines.cli import app
 
     out = tmp_path / "scores.json"
     r = CliRunner().invoke(app, ["evaluate-run", "centre", "--musdb-root", str(MUSDB), "--split", "test",
@@ -447,7 +434,7 @@ def test_short_training_on_remixes_lowers_held_out_loss(name, fixture_catalog: P
     and below a trivial estimate: silence for L1 (any gain below it is separation), the mixture itself for SI-SDR.
     Measured (docs/models.md): demucs L1 0.0558 -> 0.0509 (silence 0.0536), dccrn -SI-SDR 24.7 -> 4.8 dB (mixture
     7.3 dB)."""
-    from stemdb.config import StemdbConfig
+    from augment.config import ProjectConfig
 
     held = load_crops(MUSDB / "test", stems=STEMS, channels=2, sample_rate=SR, seconds=1.0, crops_per_track=3)
     loss_name = model_class(name).default_loss
@@ -459,7 +446,7 @@ def test_short_training_on_remixes_lowers_held_out_loss(name, fixture_catalog: P
             return loss_fn(model(held.mixture), held.targets).item()
 
     before = held_out(build_model(name, targets=STEMS, seed=0, **HELD_OUT[name]))
-    scfg = StemdbConfig.model_validate({"catalog": str(fixture_catalog), "remix": {"seconds": 1.0}})
+    scfg = ProjectConfig.model_validate({"catalog": str(fixture_catalog), "remix": {"seconds": 1.0}})
     result = train_run(scfg, out=tmp_path / "run", model=name, overrides={
         "model_options": HELD_OUT[name], "steps": 300, "batch_size": 4, "lr": 1e-3, "device": "cpu",
         "checkpoint_every": 10**6, "log_every": 25,

@@ -13,6 +13,12 @@ Models (each its own small module):
 - ``"blstm"``: :class:`train.models.blstm.BLSTM`, the Open-Unmix BLSTM mask estimator (Stöter et al. 2019).
 - ``"convtasnet"``: :class:`train.models.convtasnet.ConvTasNet`, the waveform-domain Conv-TasNet (Luo &
   Mesgarani 2019) scaled to 44.1 kHz.
+- ``"demucs"``: :class:`train.models.demucs.Demucs`, the waveform U-Net with a BLSTM (Défossez et al. 2019).
+- ``"dccrn"``: :class:`train.models.dccrn.DCCRN`, the deep complex convolution recurrent network (Hu et al. 2020)
+  scaled to 44.1 kHz, on the learnable STFT of :mod:`train.models.frontend`.
+- ``"phasen"``: :class:`train.models.phasen.PHASEN`, the two-stream amplitude/phase network (Yin et al. 2020).
+- ``"centre"``: :class:`train.models.centre.Centre`, the channel-subtraction baseline (no trainable weights;
+  estimates vocals and accompaniment only).
 
 The mask models (U-Net, BLSTM) also expose ``estimate(mixture)`` returning the masked magnitudes and the mixture
 STFT, so spectral losses (:mod:`train.losses`) can be computed on magnitudes; see
@@ -28,7 +34,7 @@ import inspect
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -52,11 +58,20 @@ class SeparationModel(nn.Module):
 
     Subclasses set ``targets`` (stem names, in output order), ``channels`` (audio channels in and out) and
     ``sample_rate`` (Hz; recorded for the user, the layers do not depend on it), implement ``forward`` and
-    ``_arch_config`` (the architecture kwargs of their ``__init__``).
+    ``_arch_config`` (the architecture kwargs of their ``__init__``), and declare the class attributes ``name``,
+    ``default_loss`` and ``TINY``. Adding a model: one module, one line in :data:`MODELS`; the contract test runs it
+    through every check.
     """
 
     #: The name :func:`build_model` knows this model by.
     name: str = ""
+    #: The loss (a name in :data:`train.losses.LOSSES`) the trainer uses unless ``train.loss`` says otherwise.
+    default_loss: ClassVar[str]
+    #: Constructor options of a model small enough that a forward and backward pass on 1 s of stereo 44.1 kHz
+    #: audio takes about a second on one CPU core: what the contract test (tests/test_model_contract.py) builds.
+    TINY: ClassVar[dict[str, Any]]
+    #: False for a model without trainable weights (``centre``): separation builds it by name, training refuses it.
+    trainable: ClassVar[bool] = True
 
     def __init__(self, *, targets: Sequence[str], channels: int, sample_rate: int) -> None:
         super().__init__()
@@ -117,7 +132,7 @@ def build_model(
     """Build a bundled model by name.
 
     Args:
-        name: one of :func:`model_names` (``"unet"``, ``"blstm"``, ``"convtasnet"``).
+        name: one of :func:`model_names` (``"unet"``, ``"blstm"``, ``"convtasnet"``, ``"demucs"``...).
         targets: stem names in output order, e.g. ``("vocals", "drums", "bass", "other")``.
         channels: audio channels of the mixture and of each estimate (1 mono, 2 stereo).
         sample_rate: Hz, recorded in :meth:`SeparationModel.config`.
