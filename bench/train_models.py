@@ -75,9 +75,11 @@ VARIANTS = {
 
 
 def throughput(model_name: str, precision: str, *, device: torch.device, batch: int, seconds: float, steps: int,
-               warmup: int) -> dict[str, float]:
-    """ms/step, steps/s and audio-s/s of ``steps`` optimizer steps after ``warmup`` ones."""
-    model = build_model(model_name, targets=TARGETS, channels=2, sample_rate=SR, seed=0)
+               warmup: int, tiny: bool = False) -> dict[str, float]:
+    """ms/step, steps/s and audio-s/s of ``steps`` optimizer steps after ``warmup`` ones (of the model's ``TINY``
+    configuration when ``tiny``, else its full-size default)."""
+    options = model_class(model_name).TINY if tiny else {}
+    model = build_model(model_name, targets=TARGETS, channels=2, sample_rate=SR, seed=0, **options)
     gen = torch.Generator(device="cpu").manual_seed(0)
     n = round(seconds * SR)
     tgt = (0.1 * torch.randn(batch, len(TARGETS), 2, n, generator=gen)).to(device)
@@ -127,7 +129,7 @@ def run_throughput(args: argparse.Namespace) -> dict:
         batch, seconds = args.batch or batch, args.seconds or seconds
         for precision in args.precisions:
             r = throughput(model, precision, device=device, batch=batch, seconds=seconds, steps=args.steps,
-                           warmup=args.warmup)
+                           warmup=args.warmup, tiny=args.tiny)
             rates[model, precision] = r["steps_per_s"]
             rows.append({"model": model, "batch": batch, "seconds": seconds, **r})
             print(f"{model:<11} {r['precision']:<5} {batch:>5} {seconds:>5.1f} {r['params_m']:>6.1f}M "
@@ -266,7 +268,7 @@ def proof_table(results: dict) -> str:
 
 
 #: ``--smoke``: the same code paths at a size that finishes in seconds on one CPU core.
-SMOKE_THROUGHPUT = {"device": "cpu", "batch": 1, "seconds": 0.25, "steps": 1, "warmup": 0}
+SMOKE_THROUGHPUT = {"device": "cpu", "batch": 1, "seconds": 0.25, "steps": 1, "warmup": 0, "tiny": True}
 SMOKE_PROOF = {"device": "cpu", "variants": ["naive", "tempo"], "train_steps": 2, "batch": 1, "seconds": 1.0, "holdout_crop": 2.0, "eval_workers": 1,
                "valid_every": 10**6, "num_workers": 0,
                "model_options": '{"n_fft": 512, "hop_length": 128, "levels": 3, "base_filters": 4, "max_bin": null}'}
@@ -282,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=None, help="seconds per item")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--tiny", action="store_true", help="each model's TINY options instead of its full size")
     ap.add_argument("--proof", action="store_true", help="the naive vs calibrated remix training experiment")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "stemdb-proof")
     ap.add_argument("--pool", type=Path, default=POOL)
