@@ -47,6 +47,9 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+    # the CLI trainings here build a CPU Trainer, which flushes denormals process-wide (train.config
+    # flush_denormal); later tests in this process (hypothesis float strategies) need IEEE subnormals back
+    torch.set_flush_denormal(False)
 
 
 def tiny(name: str, *, targets=("vocals", "drums"), channels: int = 2, seed: int = 0, **kw):
