@@ -131,3 +131,35 @@ def test_report_pages_open_in_chromium(sets: dict, name: str, min_images: int, t
         check_page(browser, page, tmp_path / f"{name}.png", min_images=min_images)
         text = browser.load(page).text
     assert "Levels on the rendered audio" in text and "The set" in text
+
+
+def test_no_axis_label_or_title_is_cut_off(sets: dict, fixture_catalog: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every title and axis label of every figure of both reports lies inside its figure (a label longer than
+    its axis used to run off the image)."""
+    import importlib
+
+    from stemdb.report import catalog_report
+    from stemdb.report.html import to_plot
+
+    outside: list[str] = []
+    checked = [0]
+
+    def checking_to_plot(fig, alt: str, caption: str = ""):  # noqa: ANN001, ANN202
+        fig.canvas.draw()
+        renderer, box = fig.canvas.get_renderer(), fig.bbox
+        for ax in fig.axes:
+            for text in (ax.title, ax.xaxis.label, ax.yaxis.label):
+                if ax.get_visible() and text.get_text():
+                    e = text.get_window_extent(renderer)
+                    checked[0] += 1
+                    if e.x0 < -0.5 or e.y0 < -0.5 or e.x1 > box.x1 + 0.5 or e.y1 > box.y1 + 0.5:
+                        outside.append(f"{alt}: {text.get_text()!r}")
+        return to_plot(fig, alt, caption)
+
+    for name in ("augment.report.page", "augment.report.sections", "stemdb.report.catalog_report"):
+        monkeypatch.setattr(importlib.import_module(name), "to_plot", checking_to_plot)
+    catalog_report(fixture_catalog, tmp_path / "catalog.html")
+    for name in ("silent", "plain"):
+        remix_report(sets[name][0], tmp_path / f"{name}.html", catalog=fixture_catalog)
+    assert checked[0] > 40 and outside == [], outside
