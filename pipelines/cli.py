@@ -19,6 +19,7 @@ import typer
 
 from pipelines.launch import overrides_from, torchrun_args, torchrun_command
 from pipelines.progress import progress as _progress
+from pipelines.progress import track_lines
 from stemdb.errors import StemdbError
 
 app = typer.Typer(help="stemdb: turn loose music stems and MUSDB18 into source-separation training data.",
@@ -206,7 +207,7 @@ def evaluate(
 
     try:
         scores = score_folders(estimates, references, stems=stems or None, workers=workers,
-                               on_track=lambda t, d, n: typer.echo(f"scored {t} ({d}/{n})", err=True))
+                               on_track=track_lines("scored"))
     except (StemdbError, FileNotFoundError, ValueError) as exc:
         _fail(exc)
     write_scores(scores, out)
@@ -363,7 +364,7 @@ def evaluate_run(
     try:
         result = run_and_score(run, musdb_root, out=out, split=split, tracks=tracks or None, workers=workers,
                                device=device, estimates=keep_estimates,
-                               on_track=lambda t, d, n: typer.echo(f"separated {t} ({d}/{n})", err=True))
+                               on_track=track_lines("separated"))
     except (StemdbError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
     typer.echo(f"{'stem':<10} {'SDR':>8} {'SI-SDR':>8} {'dSDR':>8}   (median over {len(result['tracks'])} tracks; "

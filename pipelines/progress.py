@@ -64,7 +64,22 @@ class LineProgress:
         pct = f" ({100.0 * done / total:.0f}%)" if total else ""
         eta = (f", ETA {_clock_text((total - done) / rate)}" if total and rate > 0 and done < total
                else "")
-        return f"{self.label}: {count} {self.unit}{pct}, {rate:.1f} {self.unit}/s{eta}"
+        speed = f"{rate:.1f}" if rate >= 1.0 or rate == 0.0 else f"{rate:.3f}"
+        return f"{self.label}: {count} {self.unit}{pct}, {speed} {self.unit}/s{eta}"
+
+
+def track_lines(verb: str, *, stream: TextIO | None = None,
+                clock: Callable[[], float] = time.monotonic) -> Callable[[str, int, int], None]:
+    """An ``on_track(track, done, total)`` callback writing ``VERB TRACK (DONE/TOTAL tracks, R tracks/s, ETA
+    M:SS)`` for every track (tracks take seconds to minutes each, so every one is worth a line)."""
+    counter = LineProgress(verb, unit="tracks", every_s=0.0, clock=clock)
+
+    def on_track(track: str, done: int, total: int) -> None:
+        detail = counter.line(done, total, clock() - counter.t0).removeprefix(f"{verb}: ")
+        (stream or sys.stderr).write(f"{verb} {track} ({detail})\n")
+        (stream or sys.stderr).flush()
+
+    return on_track
 
 
 @contextlib.contextmanager
@@ -82,4 +97,4 @@ def progress(label: str, *, unit: str = "items") -> Iterator[Callable[[int, int]
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
-__all__ = ["DEFAULT_EVERY_S", "LineProgress", "progress"]
+__all__ = ["DEFAULT_EVERY_S", "LineProgress", "progress", "track_lines"]

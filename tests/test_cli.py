@@ -169,3 +169,21 @@ def test_line_progress_is_timed_and_gives_count_rate_and_eta() -> None:
         "measuring: 30/40 files (75%), 3.0 files/s, ETA 0:03",
     ]
     assert p.line(5, None, 2.0) == "measuring: 5 files, 2.5 files/s"
+
+
+def test_track_lines_give_count_rate_and_eta() -> None:
+    import io
+
+    from pipelines.progress import track_lines
+
+    now = [0.0]
+    buf = io.StringIO()
+    on_track = track_lines("scored", stream=buf, clock=lambda: now[0])
+    now[0] = 4.0
+    on_track("Music Delta - Rock", 1, 3)
+    now[0] = 8.0
+    on_track("Music Delta - Punk", 2, 3)
+    assert buf.getvalue().splitlines() == [
+        "scored Music Delta - Rock (1/3 tracks (33%), 0.250 tracks/s, ETA 0:08)",
+        "scored Music Delta - Punk (2/3 tracks (67%), 0.250 tracks/s, ETA 0:04)",
+    ]

@@ -265,3 +265,17 @@ def test_fill_check_predicts_the_silence_padding_renders(fixture_catalog: Path) 
     looped = FAST.model_copy(update={"short": "loop"})
     assert fill_check(pool, plan_recipes(fixture_catalog, n=6, seed=2, cfg=looped, seconds=20.0, pool=pool),
                       short="loop").warning() is None
+
+
+def test_valid_split_is_a_folder_that_musdb_split_valid_does_not_read(fixture_catalog: Path, tmp_path: Path) -> None:
+    """README 'Interoperability': `valid/` is a folder (what Open-Unmix's and Demucs's folder loaders read); musdb's
+    split='valid' is its fixed list of MUSDB track names, so it finds none of a remix set's mixtures."""
+    musdb = import_or_skip("musdb")
+
+    cfg = FAST.model_copy(update={"valid_fraction": 0.5})
+    build_remix(fixture_catalog, tmp_path / "m", n=8, seed=4, cfg=cfg, seconds=1.0)
+    train = sorted(p.name for p in (tmp_path / "m" / "train").iterdir())
+    valid = sorted(p.name for p in (tmp_path / "m" / "valid").iterdir())
+    assert train and valid and len(train) + len(valid) == 8
+    assert len(musdb.DB(root=str(tmp_path / "m"), is_wav=True, subsets="train", split="valid")) == 0
+    assert sorted(t.name for t in musdb.DB(root=str(tmp_path / "m"), is_wav=True, subsets="train")) == train
