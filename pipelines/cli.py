@@ -95,8 +95,10 @@ def ingest(
     workers: Annotated[int | None, typer.Option(help="process-pool size (0 = one per core)")] = None,
     tempo: Annotated[bool | None, typer.Option("--tempo/--no-tempo", help="estimate tempo with librosa")] = None,
     strict: Annotated[bool, typer.Option(help="exit 1 when any file was rejected")] = False,
-    origin: Annotated[str | None, typer.Option(help="origin of FOLDER's files (where they come from)")] = None,
-    licence: Annotated[str | None, typer.Option(help="licence of FOLDER's files")] = None,
+    origin: Annotated[str | None, typer.Option(
+        help="origin of FOLDER's files measured in this run (where they come from; unchanged files keep theirs)")]
+    = None,
+    licence: Annotated[str | None, typer.Option(help="licence of FOLDER's files measured in this run")] = None,
 ) -> None:
     """Scan sources (or one FOLDER) into the Parquet catalogue; prints a one-line summary."""
     from stemdb.ingest import ingest_folder, ingest_sources

@@ -14,7 +14,7 @@ import soundfile as sf
 
 from augment.build import build_remix
 from augment.config import RemixConfig
-from augment.report import remix_report
+from augment.report import markdown_summary, remix_report
 from augment.report.rendered import sample_rows, stem_gain_db
 from stemdb.catalog import Catalog
 from stemdb.measure import integrated_loudness
@@ -55,6 +55,7 @@ def test_set_facts_match_the_recipes_and_the_catalogue(sets: dict, fixture_catal
     assert f["reshaped"]["downmixed"]["uses"] == int((chans > 1).sum()) > 0
     assert f["reshaped"]["upmixed"]["uses"] == 0  # mono output: nothing has fewer channels
     text = page.read_text()
+    assert f"Seed 11 · config {f['config_fingerprints'][0]} · 32000 Hz, 1 ch, FLOAT." in markdown_summary(stats)
     for word in ("The set", f["config_fingerprints"][0], "32000", "FLOAT",
                  f"{f['reshaped']['resampled']['uses']:,} uses of"):
         assert word in text, word
@@ -98,6 +99,7 @@ def test_stems_boosted_over_12_db_are_flagged(sets: dict, fixture_catalog: Path,
     assert case["stem"] == live.set_index("stem_id").loc[df.loc[2, "bass_stem_id"], "key"]
     text = (tmp_path / "b.html").read_text()
     assert "boosted by more than +12 dB" in text and "+21.5" in text
+    assert f"**{expect + 1} stem uses boosted by more than +12 dB.**" in markdown_summary(s)
 
 
 def test_silent_chart_only_when_a_target_is_silent(sets: dict) -> None:

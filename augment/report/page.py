@@ -377,6 +377,13 @@ def remix_markdown(s: Mapping[str, Any]) -> str:
     out.append(f"**{t['mixtures']:,} mixtures, {fmt(t['hours'])} h** "
                f"({', '.join(f'{k}: {v:,}' for k, v in s['mixtures_by_split'].items())}); "
                f"mixture loudness median {fmt(s['mix_lufs']['summary']['median'], 1)} LUFS.")
+    f = s.get("set")
+    if f and not s.get("empty"):
+        out.append(f"Seed {', '.join(map(str, f['seeds']))} · config {', '.join(f['config_fingerprints'])} · "
+                   f"{', '.join(map(str, f['sample_rates']))} Hz, {', '.join(map(str, f['channels']))} ch, "
+                   f"{', '.join(f['subtypes'])}.")
+    if s.get("boosts", {}).get("count"):
+        out.append(f"**{s['boosts']['count']} stem uses boosted by more than +{s['boosts']['limit_db']:g} dB.**")
     if s["targets"]:
         rows = []
         for tg in s["targets"]:
