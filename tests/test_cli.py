@@ -187,3 +187,10 @@ def test_track_lines_give_count_rate_and_eta() -> None:
         "scored Music Delta - Rock (1/3 tracks (33%), 0.250 tracks/s, ETA 0:08)",
         "scored Music Delta - Punk (2/3 tracks (67%), 0.250 tracks/s, ETA 0:04)",
     ]
+
+
+def test_training_log_pace_gives_rate_and_eta() -> None:
+    from train.runlog import pace
+
+    assert pace(50, 25.0, 150) == ", 2 steps/s, ETA 1:15"
+    assert pace(0, 0.0, 100) == ""
