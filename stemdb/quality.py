@@ -662,14 +662,24 @@ def compare_fingerprints(a: Fingerprint, b: Fingerprint) -> FingerprintMatch:
     ``aligned`` and the offset. At that offset ``b``'s envelope is interpolated onto ``a``'s blocks and, per
     band, the two are correlated over the overlap (levels more than 40 dB under the band's maximum clipped).
     """
+    aligned, offset = _align(a, b)
+    if aligned == 0:
+        return FingerprintMatch(0, 0.0, 0.0, 0.0)
+    return _match(a, b, aligned, offset)
+
+
+def _align(a: Fingerprint, b: Fingerprint) -> tuple[int, float]:
+    """Slots that agree at one time offset, and that offset (fine units); ``(0, 0.0)`` when none agree."""
     eq = a.minhash == b.minhash
     if not np.any(eq):
-        return FingerprintMatch(0, 0.0, 0.0, 0.0)
+        return 0, 0.0
     d = a.times[eq].astype(np.int64) - b.times[eq].astype(np.int64)
     counts = (np.abs(d[:, None] - d[None, :]) <= 2).sum(axis=1)
-    c = int(np.argmax(counts))
-    group = d[np.abs(d - d[c]) <= 2]
-    offset = float(np.median(group))
+    group = d[np.abs(d - d[int(np.argmax(counts))]) <= 2]
+    return int(group.size), float(np.median(group))
+
+
+def _match(a: Fingerprint, b: Fingerprint, aligned: int, offset: float) -> FingerprintMatch:
     shift = offset / _ENV_BLOCK
     ea = a.envelope.astype(np.float64) * _ENV_STEP_DB
     eb = b.envelope.astype(np.float64) * _ENV_STEP_DB
@@ -680,7 +690,7 @@ def compare_fingerprints(a: Fingerprint, b: Fingerprint) -> FingerprintMatch:
     overlap = min(a.duration_s, b.duration_s + offset_s) - max(0.0, offset_s)
     longest = max(a.duration_s, b.duration_s)
     coverage = float(np.clip(overlap / longest, 0.0, 1.0)) if longest > 0 else 0.0
-    return FingerprintMatch(int(group.size), offset_s, coverage, r)
+    return FingerprintMatch(aligned, offset_s, coverage, r)
 
 
 def _envelope_r(ea: np.ndarray, eb: np.ndarray, pos: np.ndarray) -> float:
@@ -716,59 +726,80 @@ def is_near_duplicate(
     stem (so a short excerpt of a long stem is not a duplicate of it) and band envelopes that correlate at least
     ``min_envelope_r`` in every band (so a mixture is not a duplicate of the stem that dominates it).
     """
-    m = compare_fingerprints(a, b)
-    return m.aligned >= min_aligned and m.coverage >= min_coverage and m.envelope_r >= min_envelope_r
+    return _verified(a, b, min_aligned, min_coverage, min_envelope_r) is not None
 
 
-def candidate_pairs(sketches: np.ndarray, *, rows_per_band: int = 2, max_bucket: int = 1000) -> np.ndarray:
-    """Pairs of stems that share at least one band of their MinHash sketches (locality-sensitive hashing).
+def _verified(a: Fingerprint, b: Fingerprint, min_aligned: int, min_coverage: float,
+              min_envelope_r: float) -> FingerprintMatch | None:
+    aligned, offset = _align(a, b)
+    if aligned < max(1, min_aligned):  # the cheap test first: most candidate pairs stop here
+        return None
+    m = _match(a, b, aligned, offset)
+    ok = m.coverage >= min_coverage and m.envelope_r >= min_envelope_r
+    return m if ok else None
+
+
+def candidate_pairs(
+    sketches: np.ndarray, *, rows_per_band: int = 2, min_bands: int = 1, max_bucket: int = 1000
+) -> np.ndarray:
+    """Pairs of stems whose MinHash sketches agree on whole bands (locality-sensitive hashing).
 
     The 64 slots are cut into ``64 / rows_per_band`` bands; two stems become a candidate pair when all slots of
-    some band agree. With 2 rows per band, a pair whose key sets have Jaccard similarity J is found with
-    probability ``1 - (1 - J^2)^32`` (0.97 at J = 0.33, the lowest seen for an MP3 128 kbps copy). Cost is one
-    sort of ``n * 32`` band hashes plus the pairs inside buckets; buckets larger than ``max_bucket`` (values
-    common to very many stems, which carry no evidence) are skipped.
+    at least ``min_bands`` bands agree. With 2 rows per band and ``min_bands=1`` a pair whose key sets have
+    Jaccard similarity J is found with probability ``1 - (1 - J^2)^32`` (0.97 at J = 0.33, the lowest seen for
+    an MP3 128 kbps copy). Cost is one sort of ``n * bands`` band hashes plus the pairs inside buckets
+    (docs/quality.md has the figures for 100,000 stems); buckets larger than ``max_bucket`` (values common to
+    very many stems, which carry no evidence) are skipped.
 
     Args:
         sketches: ``(n, 64)`` uint32, one :attr:`Fingerprint.minhash` per row.
         rows_per_band: slots per band; must divide 64.
+        min_bands: bands that must agree.
         max_bucket: skip buckets with more stems than this.
 
     Returns:
         ``(m, 2)`` int64 row indices ``i < j``, unique, sorted.
 
     Raises:
-        ValueError: wrong shape or ``rows_per_band`` not a divisor of 64.
+        ValueError: wrong shape, ``rows_per_band`` not a divisor of 64, or ``min_bands`` out of range.
     """
     s = np.asarray(sketches)
     if s.ndim != 2 or s.shape[1] != SKETCH_SLOTS:
         raise ValueError(f"sketches must be (n, {SKETCH_SLOTS}), got shape {s.shape}")
     if rows_per_band < 1 or SKETCH_SLOTS % rows_per_band:
         raise ValueError(f"rows_per_band={rows_per_band} must divide {SKETCH_SLOTS}")
+    bands = SKETCH_SLOTS // rows_per_band
+    if not 1 <= min_bands <= bands:
+        raise ValueError(f"min_bands={min_bands} must be in [1, {bands}]")
     n = s.shape[0]
     if n < 2:
         return np.zeros((0, 2), np.int64)
-    bands = SKETCH_SLOTS // rows_per_band
     v = s.astype(np.uint64).reshape(n, bands, rows_per_band)
     h = np.full((n, bands), np.uint64(0x9E3779B97F4A7C15))
     for r in range(rows_per_band):
         h = (h ^ v[:, :, r]) * np.uint64(0x100000001B3)  # FNV-style mixing of the band's values
-    h = (h ^ (np.arange(bands, dtype=np.uint64) << np.uint64(56)))  # the band index keeps bands apart
+    h ^= np.arange(bands, dtype=np.uint64) << np.uint64(56)  # the band index keeps bands apart
     flat = h.ravel()
-    item = np.repeat(np.arange(n, dtype=np.int64), bands)
     order = np.argsort(flat, kind="stable")
-    flat, item = flat[order], item[order]
-    starts = np.r_[0, np.nonzero(np.diff(flat))[0] + 1, flat.size]
-    sizes = np.diff(starts)
-    pairs = []
-    for k in np.nonzero((sizes > 1) & (sizes <= max_bucket))[0]:
-        members = np.unique(item[starts[k]: starts[k + 1]])
-        if members.size > 1:
-            iu, ju = np.triu_indices(members.size, 1)
-            pairs.append(np.stack([members[iu], members[ju]], axis=1))
-    if not pairs:
+    flat = flat[order]
+    item = order // bands  # row of each sorted band hash
+    starts = np.r_[0, np.nonzero(np.diff(flat))[0] + 1]
+    sizes = np.diff(np.r_[starts, flat.size])
+    keep = (sizes > 1) & (sizes <= max_bucket)
+    starts, sizes = starts[keep], sizes[keep]
+    if not starts.size:
         return np.zeros((0, 2), np.int64)
-    return np.unique(np.concatenate(pairs), axis=0)
+    # every position of a kept bucket pairs with the positions after it in the same bucket
+    pos = np.repeat(starts, sizes) + (np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes))
+    after = np.repeat(starts + sizes, sizes) - pos - 1
+    left = np.repeat(pos, after)
+    right = left + 1 + (np.arange(after.sum()) - np.repeat(np.cumsum(after) - after, after))
+    a, b = item[left], item[right]
+    code = np.minimum(a, b) * n + np.maximum(a, b)
+    code = code[a != b]
+    code, count = np.unique(code, return_counts=True)
+    code = code[count >= min_bands]
+    return np.stack([code // n, code % n], axis=1).astype(np.int64)
 
 
 def find_near_duplicates(
@@ -778,26 +809,28 @@ def find_near_duplicates(
 
     Args:
         fingerprints: one per stem; ``None`` (no landmarks) never matches.
-        thresholds: ``min_aligned``, ``min_coverage``, ``min_envelope_r`` for :func:`is_near_duplicate`.
+        thresholds: ``min_aligned``, ``min_coverage``, ``min_envelope_r`` for :func:`is_near_duplicate`, and
+            ``min_bands`` for :func:`candidate_pairs` (2 trades a little recall for far fewer candidates;
+            docs/quality.md has both figures).
 
     Returns:
         ``(i, j, match)`` for every verified pair, ``i < j``, in index order.
     """
-    unknown = set(thresholds) - {"min_aligned", "min_coverage", "min_envelope_r"}
+    unknown = set(thresholds) - {"min_aligned", "min_coverage", "min_envelope_r", "min_bands"}
     if unknown:
-        raise ValueError(f"unknown thresholds {sorted(unknown)}; allowed: min_aligned, min_coverage, min_envelope_r")
+        raise ValueError(f"unknown thresholds {sorted(unknown)}; allowed: min_aligned, min_coverage, "
+                         "min_envelope_r, min_bands")
     idx = [i for i, f in enumerate(fingerprints) if f is not None]
     if len(idx) < 2:
         return []
     sk = np.stack([fingerprints[i].minhash for i in idx])  # type: ignore[union-attr]
+    limits = (thresholds.get("min_aligned", MIN_ALIGNED), thresholds.get("min_coverage", MIN_COVERAGE),
+              thresholds.get("min_envelope_r", MIN_ENVELOPE_R))
     out = []
-    for p, q in candidate_pairs(sk):
+    for p, q in candidate_pairs(sk, min_bands=thresholds.get("min_bands", 1)):
         i, j = idx[int(p)], idx[int(q)]
-        a, b = fingerprints[i], fingerprints[j]
-        m = compare_fingerprints(a, b)  # type: ignore[arg-type]
-        if (m.aligned >= thresholds.get("min_aligned", MIN_ALIGNED)
-                and m.coverage >= thresholds.get("min_coverage", MIN_COVERAGE)
-                and m.envelope_r >= thresholds.get("min_envelope_r", MIN_ENVELOPE_R)):
+        m = _verified(fingerprints[i], fingerprints[j], *limits)  # type: ignore[arg-type]
+        if m is not None:
             out.append((i, j, m))
     return out
 
@@ -907,9 +940,13 @@ def _power_frames(mono: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     """``(n_fft // 2 + 1, frames)`` float32 power spectrogram, Hann window, frames starting at 0 (no padding)."""
     if mono.size < n_fft:
         return np.zeros((n_fft // 2 + 1, 0), np.float32)
+    import scipy.fft
+
     frames = np.lib.stride_tricks.sliding_window_view(mono, n_fft)[::hop] * _hann(n_fft)
-    spec = np.fft.rfft(frames, axis=1)
-    return np.ascontiguousarray((spec.real**2 + spec.imag**2).T, dtype=np.float32)
+    spec = scipy.fft.rfft(frames, axis=1, overwrite_x=True)  # float32 in, complex64 out
+    power = np.square(spec.real)
+    power += np.square(spec.imag)
+    return np.ascontiguousarray(power.T, dtype=np.float32)
 
 
 @lru_cache(maxsize=8)

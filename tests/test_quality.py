@@ -333,10 +333,21 @@ def test_candidate_pairs_scales_to_100k_stems() -> None:
         planted.append((i, j))
     pairs = q.candidate_pairs(sk)
     assert {tuple(p) for p in pairs.tolist()} == set(planted)
+    # a pair agreeing on exactly one band is a candidate at min_bands=1 only
+    one = sk[:4].copy()
+    one[1, 2:4] = one[0, 2:4]
+    assert q.candidate_pairs(one).tolist() == [[0, 1]]
+    assert q.candidate_pairs(one, min_bands=2).tolist() == []
+    one[1, 10:12] = one[0, 10:12]
+    assert q.candidate_pairs(one, min_bands=2).tolist() == [[0, 1]]
     with pytest.raises(ValueError, match="rows_per_band=3"):
         q.candidate_pairs(sk[:10], rows_per_band=3)
     with pytest.raises(ValueError, match="shape"):
         q.candidate_pairs(sk[:, :10])
+    with pytest.raises(ValueError, match="min_bands=0"):
+        q.candidate_pairs(sk[:10], min_bands=0)
+    with pytest.raises(ValueError, match="unknown thresholds"):
+        q.find_near_duplicates([], min_alligned=3)
 
 
 # --------------------------------------------------------------------------------------------------------------
