@@ -95,8 +95,10 @@ def codec_info(format: str, subtype: str, *, bytes: int | None = None, duration_
     fmt = (format or "").upper()
     if sub in LOSSY_SUBTYPES:
         codec, lossy = LOSSY_SUBTYPES[sub], True
-    elif fmt in ("FLAC", "ALAC") or sub == "ALAC_16" or sub.startswith("ALAC"):
-        codec, lossy = ("flac" if fmt == "FLAC" else "alac"), False
+    elif fmt == "FLAC":
+        codec, lossy = "flac", False
+    elif sub.startswith("ALAC"):
+        codec, lossy = "alac", False
     else:
         codec, lossy = (sub.lower() or fmt.lower() or "unknown"), False
     rate = None
@@ -173,8 +175,7 @@ def _bandwidth_mono(mono: np.ndarray, rate: int) -> Bandwidth:
         return Bandwidth(0.0, False, 0.0)
     k = mono.size // n_fft
     win = _hann(n_fft)
-    frames = mono[: k * n_fft].reshape(k, n_fft) * win
-    power = np.mean(np.abs(np.fft.rfft(frames, axis=1)) ** 2, axis=0)
+    power = _power_frames(mono[: k * n_fft], n_fft, n_fft).mean(axis=1, dtype=np.float64)
     # dB re the per-bin power of a full-scale sine (so the numbers read like dBFS per bin)
     scale = (win.sum() / 2.0) ** 2
     level = 10.0 * np.log10(power / scale + 1e-30)
@@ -421,17 +422,26 @@ def stereo_difference_db(audio: np.ndarray) -> float:
     if x.shape[0] < 2:
         return float("nan")
     worst = -math.inf
-    xd = x.astype(np.float64)
     for i in range(x.shape[0]):
         for j in range(i + 1, x.shape[0]):
-            a, b = xd[i], xd[j]
-            ea, eb, ab = float(a @ a), float(b @ b), float(a @ b)
+            ea, eb, ab = _dots(x[i], x[j])
             if ea == 0.0 or eb == 0.0:
                 return float("nan")
             # residual of b after the least-squares fit g a (and of a after g' b), as a share of its energy
             share = max(0.0, min(1.0 - ab * ab / (ea * eb), 1.0))
             worst = max(worst, 10.0 * math.log10(share) if share > 0 else -math.inf)
     return worst
+
+
+def _dots(a: np.ndarray, b: np.ndarray, chunk: int = 1 << 16) -> tuple[float, float, float]:
+    """``(a.a, b.b, a.b)`` summed in float64 over float32 chunks (no float64 copy of a whole channel)."""
+    ea = eb = ab = 0.0
+    for s in range(0, a.size, chunk):
+        ca, cb = a[s: s + chunk], b[s: s + chunk]
+        ea += float(np.dot(ca, ca))
+        eb += float(np.dot(cb, cb))
+        ab += float(np.dot(ca, cb))
+    return ea, eb, ab
 
 
 def is_fake_stereo(audio: np.ndarray, *, threshold_db: float = FAKE_STEREO_DB) -> bool:
