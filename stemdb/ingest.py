@@ -27,6 +27,7 @@ from stemdb.catalog import SCHEMA_VERSION, Catalog
 from stemdb.config import IngestConfig, MusdbLayout, SourceConfig, StemsLayout
 from stemdb.errors import AudioReadError, MissingDependencyError
 from stemdb.measure import measure, warm_up_tempo
+from stemdb.quality.columns import mark_near_duplicates, quality_columns
 from stemdb.scan import FileJob, hash_split, scan_source
 
 log = logging.getLogger(__name__)
@@ -96,12 +97,13 @@ def measure_job(job: FileJob, cfg: IngestConfig) -> tuple[list[dict], list[dict]
                 clip_level=cfg.clip_level,
                 tempo=cfg.tempo,
             )
+            quality = quality_columns(a, sr, kind)
         except Exception as exc:  # noqa: BLE001 - recorded, never fatal
             why = f"non-finite samples: {exc}" if "NaN/inf" in str(exc) else \
                 f"measurement failed: {type(exc).__name__}: {exc}"
             rejects.append(_reject(job, key, why, now))
             continue
-        rows.append(_row(job, key, i if job.is_stem_mp4 else -1, kind, a, sr, info, m, now))
+        rows.append({**_row(job, key, i if job.is_stem_mp4 else -1, kind, a, sr, info, m, now), **quality})
     return rows, rejects
 
 
@@ -191,12 +193,13 @@ def _reject(job: FileJob, key: str, reason: str, now: datetime) -> dict:
 
 def plan(jobs: list[FileJob], cat: Catalog) -> tuple[list[FileJob], list[FileJob]]:
     """Split jobs into (to measure, unchanged) by comparing (path, size, mtime) with the catalogue and rejects.
-    Rows without a ``codec`` (written by schema version 1) count as changed, so a rerun fills the new columns."""
+    Rows written by an older schema (no ``codec``: version 1; ``schema_version`` below the current one) count as
+    changed, so a rerun fills the new columns."""
     known: dict[str, tuple[int, float]] = {}
-    stems = cat.table("stems", columns=["key", "bytes", "mtime", "deleted", "codec"]).to_pandas()
-    for k, b, m, d, c in zip(stems["key"], stems["bytes"], stems["mtime"], stems["deleted"], stems["codec"],
-                             strict=True):
-        if not d and isinstance(c, str):
+    stems = cat.table("stems", columns=["key", "bytes", "mtime", "deleted", "codec", "schema_version"]).to_pandas()
+    for k, b, m, d, c, v in zip(stems["key"], stems["bytes"], stems["mtime"], stems["deleted"], stems["codec"],
+                                stems["schema_version"], strict=True):
+        if not d and isinstance(c, str) and v == SCHEMA_VERSION:
             known[k] = (int(b), float(m))
     rej = cat.table("rejects", columns=["key", "bytes", "mtime"]).to_pandas()
     for k, b, m in zip(rej["key"], rej["bytes"], rej["mtime"], strict=True):
@@ -353,6 +356,7 @@ def finalize(cat: Catalog, *, fixed_keys: set[str] | None = None) -> tuple[int, 
     dup_of.loc[live.index[mask.to_numpy()]] = canonical[mask].to_numpy()
     flags = t["flags"].map(list)
     _flag_length_mismatch(live, flags)
+    near = mark_near_duplicates(live, dup_of, flags)
     changed = (dup_of.fillna("") != t["duplicate_of"].fillna("")) | (
         flags.map(tuple) != t["flags"].map(tuple)
     )
@@ -372,7 +376,7 @@ def finalize(cat: Catalog, *, fixed_keys: set[str] | None = None) -> tuple[int, 
             song,
             sorted(live.loc[live["song"] == song, "split"].unique()),
         )
-    return int(mask.sum()), leaks
+    return int(mask.sum()) + near, leaks
 
 
 def _flag_length_mismatch(live: pd.DataFrame, flags: pd.Series) -> None:
