@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
 from stemdb.config import MUSDB_TARGETS, StemdbConfig, load_config, validate_config
 from stemdb.errors import ConfigError
@@ -40,6 +40,26 @@ class TempoConfig(_Frozen):
     max_rate_change: float = Field(0.08, gt=0.0, lt=0.5)
 
 
+class StemFilters(_Frozen):
+    """Which catalogue stems a remix may draw, by their quality columns (:mod:`stemdb.quality`, docs/quality.md).
+
+    ``min_bandwidth_hz``: leave out stems whose effective bandwidth is below this (Hz; an MP3 at 128 kbps reads
+    about 16-17 kHz, at 64 kbps about 11 kHz); ``max_bleed``: leave out stems whose bleed score is above this (dB
+    over a typical clean stem of the kind; one number for every target, or per target, e.g. ``{vocals: 6}``);
+    ``lossy``: ``exclude`` leaves out stems decoded from a lossy codec; ``dedupe``: leave out near-duplicates of a
+    kept stem (exact copies, same content hash, are always left out). A stem whose measure is missing (null: too
+    short or silent to measure) fails a filter that is set.
+    """
+
+    min_bandwidth_hz: float | None = Field(None, ge=0.0, le=96000.0)
+    max_bleed: float | dict[str, float] | None = None
+    lossy: Literal["allow", "exclude"] = "allow"
+    dedupe: bool = True
+
+    def is_default(self) -> bool:
+        return self == StemFilters()
+
+
 class RemixConfig(_Frozen):
     """How mixtures are drawn and rendered (see :mod:`augment.remix` and :mod:`augment.render`)."""
 
@@ -57,6 +77,16 @@ class RemixConfig(_Frozen):
     levels: MixLevels = MixLevels()
     tempo: TempoConfig = TempoConfig()
     augment: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
+    filters: StemFilters = StemFilters()
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        # default filters are left out of the dump, so the config fingerprint of a remix that sets none (and with
+        # it every recipe written before filters existed) is unchanged
+        data = handler(self)
+        if self.filters.is_default():
+            data.pop("filters", None)
+        return data
 
     @field_validator("silent_prob")
     @classmethod
@@ -118,5 +148,5 @@ def remix_section(mapping: Mapping[str, Any]) -> RemixConfig:
     return validate_config(RemixConfig, mapping, prefix="remix.", what="invalid remix configuration")
 
 
-__all__ = ["MixLevels", "ProjectConfig", "RemixConfig", "TempoConfig", "load_project", "remix_config",
+__all__ = ["MixLevels", "ProjectConfig", "RemixConfig", "StemFilters", "TempoConfig", "load_project", "remix_config",
            "remix_section"]

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from augment.config import RemixConfig
+from augment.filters import FILTER_COLUMNS, filter_mask
 from stemdb.catalog import Catalog
 
 #: Catalogue columns the pool reads.
@@ -126,12 +127,15 @@ def target_of(kind: str, cfg: RemixConfig) -> str:
 
 
 def build_pool(catalog: str | Path | Catalog, cfg: RemixConfig, *, splits: Sequence[str] = ("train",)) -> StemPool:
-    """Load candidate stems: live, canonical, not silent, of a kind that maps to a target, in ``splits``."""
+    """Load candidate stems: live, canonical, not silent, of a kind that maps to a target, in ``splits``, passing
+    ``cfg.filters`` (:func:`augment.filters.filter_mask`). Levels are calibrated on every canonical row."""
     cat = catalog if isinstance(catalog, Catalog) else Catalog.open(catalog)
-    df = cat.stems(split=list(splits), columns=POOL_COLUMNS)
+    df = cat.stems(split=list(splits), columns=list(dict.fromkeys(POOL_COLUMNS + FILTER_COLUMNS)),
+                   include_duplicates=not cfg.filters.dedupe)
     df = df.assign(target=[target_of(k, cfg) for k in df["kind"]])
-    rel = measured_relative_levels(df, cfg)
-    stems = df[(df["kind"] != "mixture") & df["target"].isin(cfg.targets) & (df["silence_ratio"] < 1.0)]
+    rel = measured_relative_levels(df[df["duplicate_of"].isna()], cfg)
+    ok = filter_mask(df, cfg.filters, df["target"])
+    stems = df[ok & (df["kind"] != "mixture") & df["target"].isin(cfg.targets) & (df["silence_ratio"] < 1.0)]
     rows = rows_of(stems.sort_values("key", ignore_index=True))
     pools = {t: TargetPool([r for r in rows if r.target == t]) for t in cfg.targets}
     return StemPool(tuple(cfg.targets), pools, coherent_songs(rows, cfg.targets), rel, cat.fingerprint())
