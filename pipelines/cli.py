@@ -76,7 +76,7 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug l
 @app.command()
 def ingest(
     folder: Annotated[Path | None, typer.Argument(help="ingest this one folder (needs --layout) instead of data.yaml's sources")] = None,
-    layout: Annotated[str | None, typer.Option(help="layout of FOLDER: stems | musdb")] = None,
+    layout: Annotated[str | None, typer.Option(help="layout of FOLDER: stems | musdb | multitrack | medleydb | moisesdb | slakh")] = None,
     config: ConfigOpt = None,
     catalog: CatalogOpt = None,
     workers: Annotated[int | None, typer.Option(help="process-pool size (0 = one per core)")] = None,
@@ -91,7 +91,7 @@ def ingest(
         icfg = cfg.ingest.model_copy(update={k: v for k, v in (("workers", workers), ("tempo", tempo))
                                              if v is not None})
         if folder is not None and layout is None:
-            raise typer.BadParameter("FOLDER needs --layout stems|musdb")
+            raise typer.BadParameter("FOLDER needs --layout stems|musdb|multitrack|medleydb|moisesdb|slakh")
         if folder is None and not cfg.sources:
             raise typer.BadParameter("no sources: give FOLDER --layout, or a data.yaml with sources")
         with _progress("measuring") as progress:

@@ -13,8 +13,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from stemdb import audio as audio_io
-from stemdb.config import HashSplit, MusdbLayout, SourceConfig, StemsLayout
+from stemdb.config import TRACK_LAYOUTS, HashSplit, MusdbLayout, SourceConfig, StemsLayout
 from stemdb.errors import AudioReadError
+from stemdb.taxonomy import Taxonomy
 
 MUSDB_SPLITS = ("train", "test")
 
@@ -35,6 +36,9 @@ class FileJob:
     mtime: float
     max_channels: int
     hash_split: tuple[float, float] | None = None  # (valid, test) fractions when split is None
+    error: str | None = None  # known unusable at scan (unmapped track, bad metadata): becomes a reject
+    flags: tuple[str, ...] = ()  # flags the layout gives the row (MedleyDB's has_bleed, instrumental)
+    provenance: str | None = None  # JSON: the source tracks of a stem summed from several (stemdb.tracks)
 
     @property
     def is_stem_mp4(self) -> bool:
@@ -47,13 +51,16 @@ class FileJob:
 
 
 
-
-
-def scan_source(src: SourceConfig) -> list[FileJob]:
-    """List the files of one source as jobs (no decoding). Raises AudioReadError when the root is missing."""
+def scan_source(src: SourceConfig, *, cache: Path | None = None, taxonomy: Taxonomy | None = None) -> list[FileJob]:
+    """List the files of one source as jobs (no decoding, except that the track layouts sum a song's tracks of
+    one kind into ``cache``: :mod:`stemdb.layouts`). Raises AudioReadError when the root is missing."""
     root = Path(src.root)
     if not root.is_dir():
         raise AudioReadError(root, f"source {src.name!r}: root folder does not exist")
+    if isinstance(src.layout, TRACK_LAYOUTS):
+        from stemdb.layouts import scan_tracks
+
+        return scan_tracks(src, root, cache=cache, taxonomy=taxonomy or Taxonomy())
     if isinstance(src.layout, MusdbLayout):
         return _scan_musdb(src, root, src.layout)
     return _scan_stems(src, root, src.layout)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from stemdb.catalog import Catalog
 from stemdb.quality import Fingerprint, assess, find_near_duplicates
 
 #: The catalogue columns :func:`quality_columns` fills (see :data:`stemdb.catalog.STEMS_SCHEMA`).
@@ -113,5 +114,12 @@ def mark_near_duplicates(live: pd.DataFrame, dup_of: pd.Series, flags: pd.Series
     return len(near)
 
 
-__all__ = ["NEAR_DUPLICATE_FLAG", "QUALITY_COLUMNS", "mark_near_duplicates", "near_duplicate_groups",
+def quality_counts(cat: Catalog) -> tuple[int, int]:
+    """For the ingest summary: (unmapped files among the rejects, live canonical stems from a lossy codec)."""
+    rej = cat.table("rejects", columns=["reason"]).to_pandas()["reason"]
+    lossy = cat.stems(columns=["lossy"])["lossy"]
+    return int(rej.str.startswith("unmapped:").sum()), int((lossy == True).sum())  # noqa: E712 - nullable
+
+
+__all__ = ["NEAR_DUPLICATE_FLAG", "quality_counts", "QUALITY_COLUMNS", "mark_near_duplicates", "near_duplicate_groups",
            "quality_columns"]
