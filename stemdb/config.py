@@ -54,7 +54,9 @@ class StemsLayout(_Frozen):
     ``kinds`` maps a folder name (any level below the root, case-insensitive) to a kind; the first matching folder
     from the top wins; a file under no mapped folder takes the name of its first folder level as its kind.
     ``song`` says how files are grouped into songs: ``file`` (each file is its own song), ``parent`` (the folder
-    holding the file), or ``regex:<pattern>`` (first group of the pattern on the file stem).
+    holding the file), or ``regex:<pattern>`` (first group of the pattern on the file stem). ``names``: the kind
+    comes from the taxonomy's file-name rules first (``Artist - Title (Acapella).mp3`` is vocals), then from a
+    folder in ``kinds``; a file neither maps is unmapped (listed, not ingested).
     """
 
     type: Literal["stems"] = "stems"
@@ -64,6 +66,7 @@ class StemsLayout(_Frozen):
                               "**/*.aiff", "**/*.m4a", "**/*.aac", "**/*.webm", "**/*.weba", "**/*.mka", "**/*.wma")
     song: str = "file"
     split: Split = "train"
+    names: bool = False
 
     @field_validator("song")
     @classmethod

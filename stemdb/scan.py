@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -63,7 +63,7 @@ def scan_source(src: SourceConfig, *, cache: Path | None = None, taxonomy: Taxon
         return scan_tracks(src, root, cache=cache, taxonomy=taxonomy or Taxonomy())
     if isinstance(src.layout, MusdbLayout):
         return _scan_musdb(src, root, src.layout)
-    return _scan_stems(src, root, src.layout)
+    return _scan_stems(src, root, src.layout, taxonomy or Taxonomy())
 
 
 def _job(
@@ -131,7 +131,7 @@ def _scan_musdb(src: SourceConfig, root: Path, layout: MusdbLayout) -> list[File
     return jobs
 
 
-def _scan_stems(src: SourceConfig, root: Path, layout: StemsLayout) -> list[FileJob]:
+def _scan_stems(src: SourceConfig, root: Path, layout: StemsLayout, taxonomy: Taxonomy) -> list[FileJob]:
     rules = {k.lower(): v for k, v in layout.kinds.items()}
     seen: set[Path] = set()
     files: list[Path] = []
@@ -146,6 +146,11 @@ def _scan_stems(src: SourceConfig, root: Path, layout: StemsLayout) -> list[File
         rel_parts = p.relative_to(root).parts
         folders = [f.lower() for f in rel_parts[:-1]]
         kind = next((rules[f] for f in folders if f in rules), folders[0] if folders else "other")
+        error = None
+        if layout.names:
+            kind = taxonomy.kind_of_name(p.name) or next((rules[f] for f in folders if f in rules), "unmapped")
+            error = f"unmapped: no taxonomy rule for the file name and no folder in kinds ({p.name!r})" \
+                if kind == "unmapped" else None
         if layout.song == "parent":
             song: str | None = "/".join(rel_parts[:-1]) or p.stem
         elif regex is not None:
@@ -154,9 +159,10 @@ def _scan_stems(src: SourceConfig, root: Path, layout: StemsLayout) -> list[File
         else:
             song = None
         if isinstance(layout.split, HashSplit):
-            jobs.append(_job(src, root, p, (kind,), song, None, (layout.split.valid, layout.split.test)))
+            job = _job(src, root, p, (kind,), song, None, (layout.split.valid, layout.split.test))
         else:
-            jobs.append(_job(src, root, p, (kind,), song, layout.split))
+            job = _job(src, root, p, (kind,), song, layout.split)
+        jobs.append(job if error is None else replace(job, error=error))
     return jobs
 
 

@@ -207,3 +207,20 @@ def test_cli_ingests_a_session_folder(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["ingest", str(DATA / "multitrack"), "--layout", "protools", "--catalog",
                                  str(tmp_path / "cat")])
     assert r.exit_code != 0 and "'multitrack'" in r.output
+
+
+def test_loose_stems_take_their_kind_from_file_name_rules(tmp_path: Path) -> None:
+    root = tmp_path / "downloads"
+    root.mkdir()
+    shutil.copy(SESSION / "07_LeadVox.wav", root / "Music Delta - Britpop (Acapella).wav")
+    shutil.copy(SESSION / "01_Drums.wav", root / "Britpop drum loop 120bpm.wav")
+    shutil.copy(SESSION / "02_BassDI.wav", root / "britpop_take_3.wav")
+    (root / "bass").mkdir()
+    shutil.copy(SESSION / "02_BassDI.wav", root / "bass" / "britpop_take_4.wav")
+    src = SourceConfig(name="dl", root=root, layout={"type": "stems", "names": True, "kinds": {"bass": "bass"}})
+    report = ingest_sources([src], tmp_path / "cat", cfg=FAST)
+    df = Catalog.open(tmp_path / "cat").stems(include_duplicates=True).set_index("path")
+    assert df["kind"].to_dict() == {"Music Delta - Britpop (Acapella).wav": "vocals",
+                                    "Britpop drum loop 120bpm.wav": "drums", "bass/britpop_take_4.wav": "bass"}
+    assert report.unmapped == 1
+    assert Catalog.open(tmp_path / "cat").rejects()["path"].tolist() == ["britpop_take_3.wav"]
