@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import soundfile as sf
 
 from stemdb.catalog import SCHEMA_VERSION, Catalog
@@ -92,3 +93,33 @@ def test_rows_of_an_older_schema_are_measured_again(tmp_path: Path) -> None:
     assert (now["schema_version"] == SCHEMA_VERSION).all() and now["bandwidth_hz"].notna().all()
     np.testing.assert_allclose(now["bandwidth_hz"], before["bandwidth_hz"])
     assert ingest_sources(src, cat, cfg=FAST).skipped == 3
+
+
+def test_catalogue_report_shows_the_quality_measures(tmp_path: Path) -> None:
+    from stemdb.report import catalog_report
+
+    root = tmp_path / "lib"
+    shutil.copytree(STEMS / "vocals", root / "vocals")
+    _mp3_copy(STEMS / ORIGINAL, root / "vocals" / "csd_en001b (site 2).mp3", trim_s=1.0, gain_db=0.0)
+    (root / "bass").mkdir()
+    x, sr = sf.read(STEMS / "bass" / "musicdelta_britpop_electric_bass.wav", dtype="float32")
+    sf.write(root / "bass" / "britpop_bass_64k.mp3", x, sr, format="MP3", subtype="MPEG_LAYER_III",
+             bitrate_mode="CONSTANT", compression_level=(320 - 64) / 288)
+    cat = tmp_path / "cat"
+    ingest_sources([SourceConfig(name="lib", root=root, layout=StemsLayout())], cat, cfg=FAST)
+    stats = catalog_report(cat, tmp_path / "report.html")
+    q = stats["quality"]
+    live = Catalog.open(cat).stems()
+    assert len(live) == 5 and (q["measured"], q["unmeasured"]) == (5, 0)
+    assert q["lossy_by_kind"] == {"vocals": 0, "bass": 1}
+    assert q["worst_bleed"][0]["key"] == live.loc[live["bleed"].idxmax(), "key"]
+    assert q["narrowest"][0]["key"] == live.loc[live["bandwidth_hz"].idxmin(), "key"]
+    assert [r["bandwidth_hz"] for r in q["narrowest"]] == sorted(live["bandwidth_hz"])
+    mp3 = next(r for r in q["narrowest"] if r["key"] == "lib:bass/britpop_bass_64k.mp3")
+    assert mp3["codec"] == "mp3" and mp3["bitrate_kbps"] == pytest.approx(64, rel=0.05)
+    assert sum(q["keys"].values()) == 5 and q["fake_stereo"] == []
+    assert stats["duplicates"]["groups"] == [{"stem_id": stats["duplicates"]["groups"][0]["stem_id"],
+                                              "canonical": f"lib:{ORIGINAL}",
+                                              "copies": ["lib:vocals/csd_en001b (site 2).mp3"]}]
+    page = (tmp_path / "report.html").read_text()
+    assert "Stem quality" in page and "Narrowest bandwidth" in page and "britpop_bass_64k.mp3" in page
