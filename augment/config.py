@@ -40,6 +40,16 @@ class TempoConfig(_Frozen):
     max_rate_change: float = Field(0.08, gt=0.0, lt=0.5)
 
 
+class KeyConfig(_Frozen):
+    """Key-aware mixing (off by default; :mod:`augment.keys`): cross-song stems shifted by at most ``max_shift``
+    semitones into a key compatible with the reference stem's; stems whose key confidence is below
+    ``min_confidence`` (and drums) are left alone."""
+
+    enabled: bool = False
+    max_shift: int = Field(2, ge=0, le=6)
+    min_confidence: float = Field(0.05, ge=0.0, le=1.0)
+
+
 class StemFilters(_Frozen):
     """Which catalogue stems a remix may draw, by their quality columns (:mod:`stemdb.quality`, docs/quality.md).
 
@@ -78,14 +88,17 @@ class RemixConfig(_Frozen):
     tempo: TempoConfig = TempoConfig()
     augment: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
     filters: StemFilters = StemFilters()
+    key: KeyConfig = KeyConfig()
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> dict[str, Any]:
-        # default filters are left out of the dump, so the config fingerprint of a remix that sets none (and with
-        # it every recipe written before filters existed) is unchanged
+        # sections added after recipes were first written (filters, key) are left out of the dump while at their
+        # defaults, so the config fingerprint of a remix that sets none of them is unchanged
         data = handler(self)
         if self.filters.is_default():
             data.pop("filters", None)
+        if self.key == KeyConfig():
+            data.pop("key", None)
         return data
 
     @field_validator("silent_prob")
@@ -148,5 +161,5 @@ def remix_section(mapping: Mapping[str, Any]) -> RemixConfig:
     return validate_config(RemixConfig, mapping, prefix="remix.", what="invalid remix configuration")
 
 
-__all__ = ["MixLevels", "ProjectConfig", "RemixConfig", "StemFilters", "TempoConfig", "load_project", "remix_config",
+__all__ = ["KeyConfig", "MixLevels", "ProjectConfig", "RemixConfig", "StemFilters", "TempoConfig", "load_project", "remix_config",
            "remix_section"]
