@@ -150,6 +150,8 @@ def catalog_show(stem_id: Annotated[str, typer.Argument(help="a stem_id or a uni
             v = f"{len(v)} regions: " + ", ".join(f"[{a:.2f}, {b:.2f}]" for a, b in list(v)[:8])
         elif k == "beats":
             v = f"{len(v)} beats"
+        elif k in ("fingerprint", "loudness_100ms") and v is not None:
+            v = f"{len(v)} {'bytes' if k == 'fingerprint' else 'values'}"
         typer.echo(f"{k:>16}: {v}")
 
 

@@ -204,6 +204,10 @@ def test_cli_ingests_a_session_folder(tmp_path: Path) -> None:
                                  str(tmp_path / "cat"), "--no-tempo", "--workers", "1"])
     assert r.exit_code == 0, r.output
     assert "4 measured" in r.output and "0 unmapped" in r.output
+    sid = Catalog.open(tmp_path / "cat").stems(kind="vocals").iloc[0]["stem_id"]
+    r = CliRunner().invoke(app, ["catalog", "show", sid, "--catalog", str(tmp_path / "cat")])
+    assert r.exit_code == 0 and "vocals.flac" in r.output and "musical_key" in r.output
+    assert " bytes" in r.output.split("fingerprint:")[1].splitlines()[0]
     r = CliRunner().invoke(app, ["ingest", str(DATA / "multitrack"), "--layout", "protools", "--catalog",
                                  str(tmp_path / "cat")])
     assert r.exit_code != 0 and "'multitrack'" in r.output
