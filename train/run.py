@@ -73,7 +73,7 @@ def train_run(
     the configured data (tests, benchmarks); otherwise the data comes from :func:`build_train_data` and the
     validation crops from ``train.valid.root``. ``init``: start from the weights of another run (its newest
     checkpoint) or checkpoint file, with a fresh optimizer and step count; the run records where its weights came
-    from as ``init`` in ``run.json`` and in its checkpoints (a resumed run continues from its own checkpoint).
+    from as ``extra.init`` in ``run.json`` and in its checkpoints (a resumed run continues from its own checkpoint).
 
     Raises:
         train.checkpoint.CheckpointError: ``init`` holds no checkpoint, or one of another architecture.
