@@ -394,6 +394,29 @@ def test_mixture_over_n_baseline(identity_run) -> None:  # noqa: ANN001
         mixture_jobs(MUSDB, scale=0.0)
 
 
+def test_one_factorization_serves_every_estimate_set_of_a_track(identity_run) -> None:  # noqa: ANN001
+    """score_group (references read and factorized once) gives what scoring each set alone gives, and score_jobs
+    keeps the order of interleaved jobs of several tracks."""
+    from train.evaluate import score_group, score_job, score_jobs
+
+    quarter = mixture_jobs(MUSDB / "train", tracks=[HENDRIX, "Music Delta - Rock"], scale=0.25, label="q")
+    whole = mixture_jobs(MUSDB / "train", tracks=[HENDRIX, "Music Delta - Rock"], label="w")
+    together = score_group([quarter[0], whole[0]])
+    for job, got in zip((quarter[0], whole[0]), together, strict=True):
+        alone = score_job(job)
+        for stem in STEMS:
+            for metric in METRICS:
+                a, b = got[stem][metric], alone[stem][metric]
+                assert (a is None and b is None) or a == pytest.approx(b, abs=1e-9), (job.label, stem, metric)
+    for stem in STEMS:  # the identity run scored the same estimate in a pool, one job per process
+        assert together[1][stem]["SDR"] == pytest.approx(identity_run[1]["tracks"][HENDRIX][stem]["SDR"], abs=1e-9)
+    mixed = [quarter[0], whole[1], whole[0], quarter[1]]
+    results = score_jobs(mixed, workers=1)
+    assert results[0] == together[0] and results[2] == together[1]
+    assert results[1]["vocals"]["level_error"] - results[3]["vocals"]["level_error"] == pytest.approx(
+        -20 * math.log10(0.25), abs=1e-9)
+
+
 def test_scoring_workers_bounded_by_memory() -> None:
     jobs = mixture_jobs(MUSDB / "train")  # four 4 s tracks: about 0.8 GB each
     gib = 2**30

@@ -33,16 +33,17 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-import warnings
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
 from stemdb.errors import MissingDependencyError
 from stemdb.measure import integrated_loudness
 from stemdb.shaping import fit_length
+from train.bss_factored import FactoredReferences
 from train.metrics import si_sdr
 
 logger = logging.getLogger(__name__)
@@ -94,8 +95,10 @@ def bss_metrics(
     *,
     window_s: float = 1.0,
     hop_s: float = 1.0,
+    factors: dict[tuple[str, ...], FactoredReferences] | None = None,
 ) -> dict[str, dict[str, float | None]]:
-    """BSSEval v4 SDR, ISR, SIR and SAR per stem of one track, from one museval ``bss_eval`` call per joint group.
+    """BSSEval v4 SDR, ISR, SIR and SAR per stem of one track, as one museval ``bss_eval`` call per joint group
+    computes them.
 
     Every stem in ``estimates`` is scored, jointly with the others (see the module docstring); when both
     ``"vocals"`` and ``"accompaniment"`` are estimated, vocals are scored against accompaniment alone, as
@@ -108,6 +111,8 @@ def bss_metrics(
         sample_rate: samples per second of all arrays (Hz).
         window_s: BSSEval window in seconds (MUSDB18: 1.0).
         hop_s: BSSEval hop in seconds (MUSDB18: 1.0).
+        factors: a cache of factorized references by joint group, for several calls with the same ``references``
+            (the references' correlation matrix is then factorized once per group; ``{}`` to start one).
 
     Returns:
         stem -> ``{"SDR", "ISR", "SIR", "SAR"}``: the median over windows in dB of each (NaN windows ignored; may
@@ -139,7 +144,12 @@ def bss_metrics(
             scorable.append(stem)
 
     for group, keep in _museval_groups(scorable):
-        values = _museval_metrics([refs[s] for s in group], [ests[s] for s in group], win, hop)
+        factored = None if factors is None else factors.get(tuple(group))
+        if factored is None:
+            factored = FactoredReferences(np.stack([refs[s].T for s in group]), museval_metrics())
+            if factors is not None:
+                factors[tuple(group)] = factored
+        values = _museval_metrics([refs[s] for s in group], [ests[s] for s in group], win, hop, factored)
         for i, stem in enumerate(group):
             if stem in keep:
                 out[stem] = {m: _nanmedian_or_none(values[k][i]) for k, m in enumerate(BSS_METRICS)}
@@ -165,21 +175,23 @@ def score_track(
     *,
     window_s: float = 1.0,
     hop_s: float = 1.0,
+    factors: dict[tuple[str, ...], FactoredReferences] | None = None,
 ) -> TrackScores:
     """Every metric of :data:`METRICS` per stem of one track, in dB: BSSEval v4 SDR, SIR, SAR, ISR
-    (:func:`bss_metrics`, one museval call), whole-track SI-SDR and the level error (:func:`level_error`).
+    (:func:`bss_metrics`, one decomposition per stem), whole-track SI-SDR and the level error (:func:`level_error`).
 
     Args:
         references: stem -> true source ``(C, T)``.
         estimates: stem -> estimated source ``(C, T)``; every stem here is scored.
         sample_rate: Hz.
         window_s, hop_s: BSSEval window and hop in seconds.
+        factors: see :func:`bss_metrics` (several estimate sets of the same references).
 
     Returns:
         ``{stem: {"SDR", "SIR", "SAR", "ISR", "SI-SDR", "level_error"}}``, every value ``None`` where the reference
         is digital silence; values clipped to ``±MAX_DB``.
     """
-    bss = bss_metrics(references, estimates, sample_rate, window_s=window_s, hop_s=hop_s)
+    bss = bss_metrics(references, estimates, sample_rate, window_s=window_s, hop_s=hop_s, factors=factors)
     refs, ests = _aligned(references, estimates, sample_rate)
     out: TrackScores = {}
     for stem in estimates:
@@ -233,21 +245,24 @@ def _museval_groups(stems: list[str]) -> list[tuple[list[str], set[str]]]:
     return [(stems, set(stems))] if stems else []
 
 
-def _museval_metrics(refs: list[np.ndarray], ests: list[np.ndarray], win: int, hop: int) -> tuple[np.ndarray, ...]:
+def _museval_metrics(refs: list[np.ndarray], ests: list[np.ndarray], win: int, hop: int,
+                     factored: FactoredReferences | None = None) -> tuple[np.ndarray, ...]:
     """Framewise ``(SDR, ISR, SIR, SAR)``, each ``(n_stems, n_windows)``, of ``(C, T)`` arrays of one length: BSSEval
-    v4 as ``museval.evaluate`` computes it (no permutation, one distortion filter per stem for the whole track)."""
-    bss_eval = museval_bss_eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        sdr, isr, sir, sar, _perm = bss_eval(np.stack([r.T for r in refs]), np.stack([e.T for e in ests]),
-                                             compute_permutation=False, window=win, hop=hop,
-                                             framewise_filters=False, bsseval_sources_version=False)
-    return tuple(np.asarray(v, dtype=np.float64) for v in (sdr, isr, sir, sar))
+    v4 as ``museval.evaluate`` computes it (no permutation, one distortion filter per stem for the whole track),
+    through :class:`train.bss_factored.FactoredReferences` (``factored``: these references already factorized)."""
+    if factored is None:
+        factored = FactoredReferences(np.stack([r.T for r in refs]), museval_metrics())
+    return factored.metrics(np.stack([e.T for e in ests]), win, hop)
+
+
+def museval_bss_eval() -> Callable[..., tuple]:
+    """``museval.metrics.bss_eval`` (see :func:`museval_metrics`)."""
+    return museval_metrics().bss_eval
 
 
 @lru_cache(maxsize=1)
-def museval_bss_eval() -> Callable[..., tuple]:
-    """``museval.metrics.bss_eval``, loaded without running ``museval/__init__.py``.
+def museval_metrics() -> ModuleType:
+    """``museval.metrics``, loaded without running ``museval/__init__.py``.
 
     museval's package init imports musdb, whose stempeg raises at import when ffmpeg is not on PATH; the metric
     itself needs only numpy and scipy, so scoring WAV files works without ffmpeg.
@@ -264,7 +279,7 @@ def museval_bss_eval() -> Callable[..., tuple]:
         raise MissingDependencyError(f"{path}: museval's metrics module not found; reinstall museval")
     module = importlib.util.module_from_spec(mspec)
     mspec.loader.exec_module(module)
-    return module.bss_eval
+    return module
 
 
 def _nanmedian_or_none(values: np.ndarray) -> float | None:
@@ -279,5 +294,5 @@ def _clip_db(value: float | None) -> float | None:
     return float(min(max(value, -MAX_DB), MAX_DB))
 
 
-__all__ = ["BSS_METRICS", "MAX_DB", "METRICS", "StemScores", "TrackScores", "bss_metrics", "bss_sdr", "is_digital_silence",
-           "level_error", "museval_bss_eval", "score_track"]
+__all__ = ["BSS_METRICS", "MAX_DB", "METRICS", "StemScores", "TrackScores", "bss_metrics", "bss_sdr",
+           "is_digital_silence", "level_error", "museval_bss_eval", "museval_metrics", "score_track"]

@@ -290,38 +290,46 @@ def scoring_workers(jobs: Sequence[TrackJob], requested: int, *, available: int 
 
 def score_jobs(jobs: Sequence[TrackJob], *, workers: int = 1,
                on_track: Callable[[str, int, int], None] | None = None) -> list[TrackScores]:
-    """Score every job, in a ``spawn`` process pool of :func:`scoring_workers` processes when that is above 1 (each
-    process with its share of the cores as BLAS threads, and a fresh process every few jobs so museval's peak
-    memory is given back); the results in the order of ``jobs``.
+    """Score every job; the results in the order of ``jobs``.
+
+    Jobs of one reference track (same stems, window and hop) are scored together (:func:`score_group`: the
+    references read and their correlations factorized once). Groups run in a ``spawn`` process pool of
+    :func:`scoring_workers` processes when that is above 1, each with its share of the cores as BLAS threads and a
+    fresh process every few groups so museval's peak memory is given back.
 
     Raises:
         ValueError: ``workers`` is not an integer >= 1.
     """
-    procs = scoring_workers(jobs, workers)
+    groups: dict[tuple, list[int]] = {}
+    for i, job in enumerate(jobs):
+        groups.setdefault((str(job.ref.path), job.stems, job.window_s, job.hop_s), []).append(i)
+    batches = [[jobs[i] for i in idx] for idx in groups.values()]
+    procs = scoring_workers([b[0] for b in batches], workers)
     t0 = time.perf_counter()
+    results: list[Any] = [None] * len(jobs)
     done = 0
 
-    def finished(job: TrackJob) -> None:
+    def finished(idx: list[int], scores: list[TrackScores]) -> None:
         nonlocal done
-        done += 1
-        logger.info("scored %s%s (%d/%d)", job.ref.name, f" [{job.label}]" if job.label else "", done, len(jobs))
-        if on_track is not None:
-            on_track(job.ref.name, done, len(jobs))
+        for i, one in zip(idx, scores, strict=True):
+            results[i], job = one, jobs[i]
+            done += 1
+            logger.info("scored %s%s (%d/%d)", job.ref.name, f" [{job.label}]" if job.label else "", done, len(jobs))
+            if on_track is not None:
+                on_track(job.ref.name, done, len(jobs))
 
-    results: list[TrackScores] = []
     if procs == 1:
-        for job in jobs:
-            results.append(score_job(job))
-            finished(job)
+        for idx, batch in zip(groups.values(), batches, strict=True):
+            finished(idx, score_group(batch))
     else:
         ctx = multiprocessing.get_context("spawn")  # safe with torch/OpenMP threads in the parent
         threads = max(1, (os.cpu_count() or 1) // procs)  # BLAS threads per worker: the cores, shared out
         with ProcessPoolExecutor(max_workers=procs, mp_context=ctx, max_tasks_per_child=4) as pool:
-            futures = [pool.submit(_score_job_limited, job, threads) for job in jobs]
-            for job, fut in zip(jobs, futures, strict=True):
-                results.append(fut.result())
-                finished(job)
-    logger.info("scored %d tracks with %d process(es) in %.1f s", len(jobs), procs, time.perf_counter() - t0)
+            futures = [pool.submit(_score_group_limited, batch, threads) for batch in batches]
+            for idx, fut in zip(groups.values(), futures, strict=True):
+                finished(idx, fut.result())
+    logger.info("scored %d estimate sets of %d tracks with %d process(es) in %.1f s", len(jobs), len(batches), procs,
+                time.perf_counter() - t0)
     return results
 
 
@@ -331,22 +339,38 @@ def score_job(job: TrackJob) -> TrackScores:
     Raises:
         EvaluationError: a sample rate or channel count that does not match the references.
     """
-    refs, sr = _load_references(job.ref, job.stems, with_mixture=job.est_paths is None)
+    return score_group([job])[0]
+
+
+def score_group(jobs: Sequence[TrackJob]) -> list[TrackScores]:
+    """Score jobs of one reference track (same stems, window, hop): the references are read once and their
+    correlation matrix factorized once for all of them (:func:`train.bsseval.score_track`'s ``factors``).
+
+    Raises:
+        EvaluationError: a sample rate or channel count that does not match the references.
+    """
+    first = jobs[0]
+    refs, sr = _load_references(first.ref, first.stems, with_mixture=any(j.est_paths is None for j in jobs))
+    factors: dict = {}
+    return [score_track(refs, _estimates(job, refs, sr), sr, window_s=job.window_s, hop_s=job.hop_s, factors=factors)
+            for job in jobs]
+
+
+def _estimates(job: TrackJob, refs: dict[str, np.ndarray], sr: int) -> dict[str, np.ndarray]:
+    """One job's estimates: ``scale`` times the mixture for every stem, or its files (checked against ``refs``)."""
     if job.est_paths is None:
         scaled = refs[MIXTURE] * np.float32(job.scale) if job.scale != 1.0 else refs[MIXTURE]
-        ests = dict.fromkeys(job.stems, scaled)
-    else:
-        ests = {}
-        for stem, path in job.est_paths.items():
-            est, est_sr = audio.read(path)
-            if est_sr != sr:
-                raise EvaluationError(f"{path}: sample rate {est_sr} Hz, references of {job.ref.name!r} are {sr} Hz")
-            if est.shape[0] != refs[stem].shape[0]:
-                raise EvaluationError(
-                    f"{path}: {est.shape[0]} channel(s), the reference of {stem!r} has {refs[stem].shape[0]}"
-                )
-            ests[stem] = est
-    return score_track(refs, ests, sr, window_s=job.window_s, hop_s=job.hop_s)
+        return dict.fromkeys(job.stems, scaled)
+    ests = {}
+    for stem, path in job.est_paths.items():
+        est, est_sr = audio.read(path)
+        if est_sr != sr:
+            raise EvaluationError(f"{path}: sample rate {est_sr} Hz, references of {job.ref.name!r} are {sr} Hz")
+        if est.shape[0] != refs[stem].shape[0]:
+            raise EvaluationError(f"{path}: {est.shape[0]} channel(s), the reference of {stem!r} has "
+                                  f"{refs[stem].shape[0]}")
+        ests[stem] = est
+    return ests
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -354,14 +378,14 @@ def score_job(job: TrackJob) -> TrackScores:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _score_job_limited(job: TrackJob, threads: int) -> TrackScores:
-    """:func:`score_job` with at most ``threads`` BLAS/OpenMP threads (a pool worker's share of the cores)."""
+def _score_group_limited(jobs: list[TrackJob], threads: int) -> list[TrackScores]:
+    """:func:`score_group` with at most ``threads`` BLAS/OpenMP threads (a pool worker's share of the cores)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - threadpoolctl ships with scipy's usual stacks
-        return score_job(job)
+        return score_group(jobs)
     with threadpool_limits(limits=threads):
-        return score_job(job)
+        return score_group(jobs)
 
 
 def _load_references(ref: ReferenceTrack, stems: tuple[str, ...], *, with_mixture: bool) -> tuple[dict, int]:
@@ -419,24 +443,7 @@ def _has_stem_files(folder: Path) -> bool:
     return any(p.suffix.lower() in STEM_SUFFIXES and p.is_file() for p in folder.iterdir())
 
 
-__all__ = [
-    "MIXTURE",
-    "MUSDB_STEM_ORDER",
-    "EvaluationError",
-    "MissingEstimateError",
-    "ReferenceTrack",
-    "TrackJob",
-    "find_tracks",
-    "folder_jobs",
-    "median_scores",
-    "mixture_jobs",
-    "read_scores",
-    "score_folders",
-    "score_job",
-    "score_jobs",
-    "score_mixture",
-    "scores_table",
-    "scoring_workers",
-    "sdr_improvement",
-    "write_scores",
-]
+__all__ = ["MIXTURE", "MUSDB_STEM_ORDER", "EvaluationError", "MissingEstimateError", "ReferenceTrack", "TrackJob",
+           "find_tracks", "folder_jobs", "median_scores", "mixture_jobs", "read_scores", "score_folders", "score_group",
+           "score_job", "score_jobs", "score_mixture", "scores_table", "scoring_workers", "sdr_improvement",
+           "write_scores"]
