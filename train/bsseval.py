@@ -125,12 +125,7 @@ def bss_metrics(
     """
     stems = list(estimates)
     refs, ests = _aligned(references, estimates, sample_rate)
-    for name, value in (("window_s", window_s), ("hop_s", hop_s)):
-        if not value > 0 or not math.isfinite(value):
-            raise ValueError(f"{name}={value!r}; allowed: a positive number of seconds")
-    win, hop = int(window_s * sample_rate), int(hop_s * sample_rate)
-    if win < 1 or hop < 1:
-        raise ValueError(f"window_s={window_s}, hop_s={hop_s} at {sample_rate} Hz give less than one sample")
+    win, hop = _window_samples(window_s, hop_s, sample_rate)
 
     out: dict[str, dict[str, float | None]] = {s: dict.fromkeys(BSS_METRICS) for s in stems}
     scorable = []
@@ -143,13 +138,11 @@ def bss_metrics(
         else:
             scorable.append(stem)
 
+    cache = factors if factors is not None else {}
     for group, keep in _museval_groups(scorable):
-        factored = None if factors is None else factors.get(tuple(group))
-        if factored is None:
-            factored = FactoredReferences(np.stack([refs[s].T for s in group]), museval_metrics())
-            if factors is not None:
-                factors[tuple(group)] = factored
-        values = _museval_metrics([refs[s] for s in group], [ests[s] for s in group], win, hop, factored)
+        if tuple(group) not in cache:
+            cache[tuple(group)] = FactoredReferences(np.stack([refs[s].T for s in group]), museval_metrics())
+        values = _museval_metrics([refs[s] for s in group], [ests[s] for s in group], win, hop, cache[tuple(group)])
         for i, stem in enumerate(group):
             if stem in keep:
                 out[stem] = {m: _nanmedian_or_none(values[k][i]) for k, m in enumerate(BSS_METRICS)}
@@ -234,6 +227,17 @@ def _aligned(
                          ests[stem].shape[1], n)
         refs[stem], ests[stem] = fit_length(refs[stem], n), fit_length(ests[stem], n)
     return refs, ests
+
+
+def _window_samples(window_s: float, hop_s: float, sample_rate: int) -> tuple[int, int]:
+    """BSSEval window and hop in samples; raises ValueError for a non-positive value or less than one sample."""
+    for name, value in (("window_s", window_s), ("hop_s", hop_s)):
+        if not value > 0 or not math.isfinite(value):
+            raise ValueError(f"{name}={value!r}; allowed: a positive number of seconds")
+    win, hop = int(window_s * sample_rate), int(hop_s * sample_rate)
+    if win < 1 or hop < 1:
+        raise ValueError(f"window_s={window_s}, hop_s={hop_s} at {sample_rate} Hz give less than one sample")
+    return win, hop
 
 
 def _museval_groups(stems: list[str]) -> list[tuple[list[str], set[str]]]:
