@@ -195,7 +195,7 @@ def evaluate(
         _fail(exc)
     write_scores(scores, out)
     metrics = ("SDR", "SIR", "SAR", "ISR", "SI-SDR", "level_error")
-    typer.echo(f"{'stem':<12} " + " ".join(f"{m[:8]:>8}" for m in metrics)
+    typer.echo(f"{'stem':<12} " + " ".join(f"{m.replace('level_error', 'level'):>8}" for m in metrics)
                + f"   (dB, median over {len(scores['tracks'])} tracks)")
     for stem, v in scores["median"].items():
         typer.echo(f"{stem:<12} " + " ".join(f"{_num(v.get(m)):>8}" for m in metrics))
