@@ -297,22 +297,19 @@ def evaluate_run(
         run: run folder or checkpoint file, or the name of a model without trainable weights (``"centre"``).
         musdb_root: ``ROOT/[split/]<track>/{mixture,<stems>}.{wav,flac}`` (or native ``.stem.mp4``).
         out: scores JSON to write (atomic), optional.
-        split: only tracks under this split folder (``train``, ``test``...).
-        tracks: only these track names.
+        split, tracks: only tracks under this split folder (``train``, ``test``...); only these track names.
         estimates: keep the separated stems in this folder (default: a temporary folder, removed afterwards).
         workers: tracks scored in parallel by museval (at most; bounded by memory, see
             :func:`train.evaluate.scoring_workers`).
         on_track: ``on_track(track, done, total)`` after each separated track.
-        baseline: an earlier result of this function on the same references and tracks: its ``"mixture"`` and
-            ``"mixture_n"`` entries are reused instead of scoring the baselines again (they do not depend on the
-            model).
+        baseline: an earlier result on the same references and tracks: its ``"mixture"`` and ``"mixture_n"`` are
+            reused instead of scoring the baselines again (they do not depend on the model).
 
     Returns:
-        :func:`train.evaluate.score_folders`'s ``{"median", "tracks"}`` for the model's targets, plus the
-        baselines ``"mixture_n"`` (the mixture divided by the number of targets) and ``"mixture"`` (the
-        unprocessed mixture), same shape; ``"improvement_n"`` and ``"improvement"`` (per stem and metric, median
-        over tracks of model minus that baseline, :func:`train.scores.sdr_improvement`); and ``"run"``
-        (checkpoint, step).
+        :func:`train.evaluate.score_folders`'s ``{"median", "tracks"}`` for the model's targets (those it does not
+        estimate: ``None``, listed under ``"not_estimated"``), the baselines ``"mixture_n"`` (mixture / number of
+        estimated targets) and ``"mixture"``, ``"improvement_n"`` and ``"improvement"`` (median over tracks of
+        model minus baseline, :func:`train.scores.sdr_improvement`), ``"run"`` (checkpoint, step).
 
     Raises:
         train.evaluate.EvaluationError: no tracks match.
@@ -327,16 +324,15 @@ def evaluate_run(
                                 chunk_seconds=chunk_seconds, precision=precision, on_track=on_track)
         stems = estimated_targets(model)
         scores = score_folders(est_root, Path(musdb_root), stems=stems, workers=workers)
-        base = {}
-        for key, scale in (("mixture_n", 1.0 / len(stems)), ("mixture", 1.0)):
-            base[key] = baseline[key] if baseline is not None else score_mixture(
-                Path(musdb_root), tracks=names, stems=stems, scale=scale, workers=workers)
+        base = {key: baseline[key] if baseline is not None else score_mixture(
+                    Path(musdb_root), tracks=names, stems=stems, scale=scale, workers=workers)
+                for key, scale in (("mixture_n", 1.0 / len(stems)), ("mixture", 1.0))}
     result = {**scores, **base, "improvement_n": sdr_improvement(scores, base["mixture_n"]),
               "improvement": sdr_improvement(scores, base["mixture"]),
               "run": {"checkpoint": model.checkpoint, "step": _step_of(model.checkpoint)}}
-    skipped = [t for t in model.targets if t not in stems]
-    if skipped:
-        mark_not_estimated(result, skipped, f"model {model.name!r} estimates only {', '.join(stems)}")
+    if len(stems) < len(model.targets):
+        mark_not_estimated(result, [t for t in model.targets if t not in stems],
+                           f"model {model.name!r} estimates only {', '.join(stems)}")
     if out is not None:
         write_scores(result, Path(out))
     return result
