@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from stemdb import audio as audio_io
+from stemdb import stem_cache
 from stemdb.catalog import SCHEMA_VERSION, Catalog
 from stemdb.config import IngestConfig, MusdbLayout, SourceConfig, StemsLayout
 from stemdb.errors import AudioReadError, MissingDependencyError
@@ -57,8 +58,9 @@ class IngestReport:
 # measuring (runs in worker processes)
 
 
-def measure_job(job: FileJob, cfg: IngestConfig) -> tuple[list[dict], list[dict]]:
-    """Decode and measure one file. Returns (stem rows, reject rows); never raises for bad audio."""
+def measure_job(job: FileJob, cfg: IngestConfig, *, catalog: str | Path | None = None) -> tuple[list[dict], list[dict]]:
+    """Decode and measure one file. Returns (stem rows, reject rows); never raises for bad audio. With
+    ``cfg.cache == "int16"`` and the ``catalog`` folder given, 16-bit PCM stems also go to the stem cache."""
 
     now = datetime.now(UTC)
     full = Path(job.root) / job.path
@@ -102,6 +104,8 @@ def measure_job(job: FileJob, cfg: IngestConfig) -> tuple[list[dict], list[dict]
             rejects.append(_reject(job, key, why, now))
             continue
         rows.append(_row(job, key, i if job.is_stem_mp4 else -1, kind, a, sr, info, m, now))
+        if cfg.cache == "int16" and catalog is not None and stem_cache.cacheable(info.subtype):
+            stem_cache.write_stem(catalog, m.content_hash, a)
     return rows, rejects
 
 
@@ -240,6 +244,11 @@ def ingest_sources(
     )
     measured_keys = {k for j in todo for k in j.row_keys()}
     report.duplicates, report.leakage = finalize(cat, fixed_keys=measured_keys)
+    if cfg.cache == "int16":
+        filled = stem_cache.fill(cat.root)
+        files, size = stem_cache.cache_size(cat.root)
+        log.info("stem cache: %d files, %.1f MB on disk (%d written for stems measured before)", files, size / 1e6,
+                 filled)
     report.summary = cat.summary().line()
     report.seconds = time.perf_counter() - t0
     log.info(report.line())
@@ -270,7 +279,7 @@ def _measure_all(
     workers = cfg.workers or (os.cpu_count() or 1)
     if workers <= 1 or len(todo) <= 1:
         for job in todo:
-            take(measure_job(job, cfg))
+            take(measure_job(job, cfg, catalog=cat.root))
     else:
         if cfg.tempo:
             warm_up_tempo()  # the workers inherit librosa's compiled kernels (see warm_up_tempo)
@@ -278,7 +287,7 @@ def _measure_all(
             pending: set[Future] = set()
             it = iter(todo)
             for job in it:
-                pending.add(pool.submit(measure_job, job, cfg))
+                pending.add(pool.submit(measure_job, job, cfg, catalog=cat.root))
                 if len(pending) >= workers * 4:
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for f in finished:
