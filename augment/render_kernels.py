@@ -27,58 +27,83 @@ MEAN = -1
 
 
 def _source(nb):  # noqa: ANN001, ANN202 - numba module in, compiled functions out
-    @nb.njit(cache=True, nogil=True)
-    def value(a, k, f, chan, i, c):  # noqa: ANN001, ANN202
-        src = chan[k, c]
+    # nnan/ninf only: lets the reductions vectorise; no contraction or reassociation, so every product and sum is
+    # the numpy path's own float32 operation
+    fm = {"nnan", "ninf"}
+
+    @nb.njit(cache=True, nogil=True, fastmath=fm, inline="always")
+    def sample(a, src, i):  # noqa: ANN001, ANN202 - the (exact) float32 value before scaling: one channel or a sum
         if src == MEAN:
             acc = np.float32(a[i, 0]) + np.float32(a[i, 1])
             for j in range(2, a.shape[1]):
                 acc = acc + np.float32(a[i, j])
-            return acc * f
-        return np.float32(a[i, src]) * f
+            return acc
+        return np.float32(a[i, src])
 
-    @nb.njit(cache=True, nogil=True)
-    def render(srcs, lengths, factors, chan, stems_out, mix_out, clip_limit, as_int):  # noqa: ANN001, ANN202
+    @nb.njit(cache=True, nogil=True, fastmath=fm)
+    def stem_peak(a, f, chan_k, n):  # noqa: ANN001, ANN202
+        # rounding is monotone, so max |float32(v) * f| == float32(max |v|) * |f|: one exact integer-valued pass
+        top = np.float32(0.0)
+        for c in range(chan_k.size):
+            src = chan_k[c]
+            for i in range(n):
+                top = max(top, abs(sample(a, src, i)))
+        return top * abs(f)
+
+    @nb.njit(cache=True, nogil=True, fastmath=fm)
+    def add_raw(a, f, src, n, first, raw):  # noqa: ANN001, ANN202 - raw (float32) += one stem channel
+        for i in range(n):
+            x = sample(a, src, i) * f
+            raw[i] = x if first else raw[i] + x
+        if first:
+            raw[n:] = 0.0
+
+    @nb.njit(cache=True, nogil=True, fastmath=fm)
+    def quantise(a, f, src, n, g, scaled, out, acc, as_int):  # noqa: ANN001, ANN202
+        grid, inv = np.float32(32768.0), np.float32(1.0 / 32768.0)
+        for i in range(n):
+            x = sample(a, src, i) * f
+            if scaled:
+                x = x * g
+            q = np.rint(x * grid)
+            acc[i] += np.int32(q)
+            if as_int:
+                out[i] = np.int16(q)
+            else:
+                out[i] = q * inv
+        out[n:] = 0
+
+    @nb.njit(cache=True, nogil=True, fastmath=fm)
+    def render(srcs, lengths, factors, chan, stems_out, mix_out, raw, acc, clip_limit, as_int):  # noqa: ANN001, ANN202
         n_stems, n_ch, n = stems_out.shape
         peaks = 0.0
         top = 0.0
         for k in range(n_stems):
-            p = np.float32(0.0)
+            p = np.float64(stem_peak(srcs[k], factors[k], chan[k], lengths[k]))
+            peaks += p
+            top = max(top, p)
+        if peaks > clip_limit:  # the raw mixture's peak, summed in stem order as the numpy path does
             for c in range(n_ch):
-                for i in range(lengths[k]):
-                    v = abs(value(srcs[k], k, factors[k], chan, i, c))
-                    if v > p:
-                        p = v
-            peaks += np.float64(p)
-            top = max(top, np.float64(p))
-        if peaks > clip_limit:
-            for c in range(n_ch):
+                for k in range(n_stems):
+                    add_raw(srcs[k], factors[k], chan[k, c], lengths[k], k == 0, raw)
+                m = np.float32(0.0)
                 for i in range(n):
-                    s = np.float32(0.0)
-                    for k in range(n_stems):
-                        x = value(srcs[k], k, factors[k], chan, i, c) if i < lengths[k] else np.float32(0.0)
-                        s = x if k == 0 else s + x
-                    top = max(top, np.float64(abs(s)))
+                    m = max(m, abs(raw[i]))
+                top = max(top, np.float64(m))
         scaled = top > clip_limit
         g = np.float32(clip_limit / top) if scaled else np.float32(1.0)
-        grid, inv = np.float32(32768.0), np.float32(1.0 / 32768.0)
+        inv = np.float32(1.0 / 32768.0)
         for c in range(n_ch):
-            for i in range(n):
-                acc = 0
-                for k in range(n_stems):
-                    x = value(srcs[k], k, factors[k], chan, i, c) if i < lengths[k] else np.float32(0.0)
-                    if scaled:
-                        x = x * g
-                    q = np.rint(x * grid)
-                    acc += np.int32(q)
-                    if as_int:
-                        stems_out[k, c, i] = np.int16(q)
-                    else:
-                        stems_out[k, c, i] = q * inv
+            s = acc
+            s[:] = 0
+            for k in range(n_stems):
+                quantise(srcs[k], factors[k], chan[k, c], lengths[k], g, scaled, stems_out[k, c], s, as_int)
+            m = mix_out[c]
+            for i in range(n):  # grid values: the int32 sum is exact, and so is its float32 value below 2**24
                 if as_int:
-                    mix_out[c, i] = np.int16(min(32767, max(-32768, acc)))
+                    m[i] = np.int16(min(32767, max(-32768, s[i])))
                 else:
-                    mix_out[c, i] = np.float32(acc) * inv
+                    m[i] = np.float32(s[i]) * inv
         return g if scaled else np.float32(1.0)
 
     return render
@@ -108,9 +133,22 @@ def render_linear(srcs: tuple[np.ndarray, ...], lengths: np.ndarray, factors: np
     if fn is None:
         raise RuntimeError("render_linear needs numba")
     as_int = stems_out.dtype == np.int16
+    raw, acc = _scratch(stems_out.shape[-1])
     if mix_out.dtype != stems_out.dtype or stems_out.dtype not in (np.float32, np.int16):
         raise ValueError(f"render_linear: outputs must both be float32 or int16, got {stems_out.dtype}, {mix_out.dtype}")
-    return float(fn(srcs, lengths, factors, chan, stems_out, mix_out, float(clip_limit), as_int))
+    return float(fn(srcs, lengths, factors, chan, stems_out, mix_out, raw, acc, float(clip_limit), as_int))
+
+
+_SCRATCH: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _scratch(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """This process's reused per-channel buffers of ``n`` samples: the raw mixture (float32) and the exact sum of
+    the quantised stems (int32); one length kept."""
+    if n not in _SCRATCH:
+        _SCRATCH.clear()
+        _SCRATCH[n] = (np.empty(n, np.float32), np.empty(n, np.int32))
+    return _SCRATCH[n]
 
 
 def warm_up() -> bool:
