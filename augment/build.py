@@ -182,7 +182,7 @@ def build_remix(
     else:
         rendered = _count((render_chunk(c, plan, catalog, out, cfg, pool=pool) for c in chunks), len(chunks),
                           progress)
-    finish_remix(out, plan)
+    finish_remix(out, plan, cfg.targets)
     secs = time.perf_counter() - t0
     hours = n * float(seconds if seconds is not None else cfg.seconds) / 3600.0
     summary = RemixSummary(str(out), n, rendered, n - rendered, hours, secs)

@@ -102,3 +102,18 @@ def test_stem_cache_renders_the_same_bits_and_reports_its_size(fixture_catalog: 
     want, _ = audio.read(src.path, dtype="int16", channels_first=False,
                          stream=None if src.stream < 0 else src.stream)
     assert np.array_equal(audio.open_pcm16(src.cache), want)
+
+
+def test_ingest_with_cache_int16_writes_every_16_bit_stem(tmp_path: Path) -> None:
+    from stemdb.catalog import Catalog
+    from stemdb.config import IngestConfig, SourceConfig, StemsLayout
+    from stemdb.ingest import ingest_sources
+
+    from .conftest import STEMS
+
+    kinds = {k: k for k in ("vocals", "drums", "bass", "keys", "other")}
+    ingest_sources([SourceConfig(name="s", root=STEMS, layout=StemsLayout(kinds=kinds))], tmp_path / "cat",
+                   cfg=IngestConfig(tempo=False, workers=1, cache="int16"))
+    df = Catalog.open(tmp_path / "cat").stems(columns=["stem_id", "subtype"])
+    want = set(df.loc[df["subtype"] == "PCM_16", "stem_id"])
+    assert want and stem_cache.cached_ids(tmp_path / "cat") == want  # every 16-bit stem, nothing else
