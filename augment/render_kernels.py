@@ -26,10 +26,13 @@ log = logging.getLogger(__name__)
 MEAN = -1
 
 
-def _source(nb):  # noqa: ANN001, ANN202 - numba module in, compiled functions out
-    # nnan/ninf only: lets the reductions vectorise; no contraction or reassociation, so every product and sum is
-    # the numpy path's own float32 operation
-    fm = {"nnan", "ninf"}
+#: nnan/ninf only: lets the reductions vectorise; no contraction or reassociation, so every product and sum is the
+#: numpy path's own float32 operation.
+_FASTMATH = frozenset({"nnan", "ninf"})
+
+
+def _parts(nb):  # noqa: ANN001, ANN202 - numba module in, the per-stem passes out
+    fm = set(_FASTMATH)
 
     @nb.njit(cache=True, nogil=True, fastmath=fm, inline="always")
     def sample(a, src, i):  # noqa: ANN001, ANN202 - the (exact) float32 value before scaling: one channel or a sum
@@ -73,7 +76,13 @@ def _source(nb):  # noqa: ANN001, ANN202 - numba module in, compiled functions o
                 out[i] = q * inv
         out[n:] = 0
 
-    @nb.njit(cache=True, nogil=True, fastmath=fm)
+    return stem_peak, add_raw, quantise
+
+
+def _source(nb):  # noqa: ANN001, ANN202 - numba module in, the compiled kernel out
+    stem_peak, add_raw, quantise = _parts(nb)
+
+    @nb.njit(cache=True, nogil=True, fastmath=set(_FASTMATH))
     def render(srcs, lengths, factors, chan, stems_out, mix_out, raw, acc, clip_limit, as_int):  # noqa: ANN001, ANN202
         n_stems, n_ch, n = stems_out.shape
         peaks = 0.0
