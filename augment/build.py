@@ -22,9 +22,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from augment.config import RemixConfig
+from augment.fill import fill_check
 from augment.pool import StemPool, build_pool
 from augment.recipe import RECIPE_VERSION, Recipe, recipe_schema, recipes_table
 from augment.remix import check_pool, plan_block
@@ -170,23 +172,30 @@ def build_remix(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: Callable[[int, int], None] | None = None,
 ) -> RemixSummary:
-    """Plan and render ``n`` mixtures into ``out`` (MUSDB18-HQ layout + ``recipes.parquet``). Idempotent."""
+    """Plan and render ``n`` mixtures into ``out`` (MUSDB18-HQ layout + ``recipes.parquet``). Idempotent.
+
+    ``progress(done, total)`` counts mixtures (by finished chunk). Logs a warning (:mod:`augment.fill`) when the
+    mixtures are longer than most candidate stems, with the share of silence that padding will leave.
+    """
     t0 = time.perf_counter()
     out = Path(out)
     plan, pool = prepare_build(catalog, cfg, n=n, seed=seed, seconds=seconds, chunk_size=chunk_size)
+    warning = fill_warning(pool, cfg, plan)
+    if warning:
+        log.warning(warning)
     chunks = plan.chunks()
+    sizes = [len(c) for c in chunks]
     if workers > 1:
         jobs = [(c, plan, str(catalog), str(out), cfg) for c in chunks]
         with ProcessPoolExecutor(max_workers=workers) as ex:
-            rendered = _count(ex.map(_render_chunk_job, jobs), len(jobs), progress)
+            rendered = _count(ex.map(_render_chunk_job, jobs), sizes, progress)
     else:
-        rendered = _count((render_chunk(c, plan, catalog, out, cfg, pool=pool) for c in chunks), len(chunks),
-                          progress)
+        rendered = _count((render_chunk(c, plan, catalog, out, cfg, pool=pool) for c in chunks), sizes, progress)
     finish_remix(out, plan, cfg.targets)
     secs = time.perf_counter() - t0
     hours = n * float(seconds if seconds is not None else cfg.seconds) / 3600.0
     summary = RemixSummary(str(out), n, rendered, n - rendered, hours, secs)
-    log.info(summary.line())
+    log.debug(summary.line())  # the caller prints or publishes the summary: once
     return summary
 
 
@@ -204,13 +213,28 @@ def prepare_build(catalog: str | Path, cfg: RemixConfig, *, n: int, seed: int, s
     return BuildPlan.make(pool, cfg, n=n, seed=seed, seconds=seconds, chunk_size=chunk_size), pool
 
 
-def _count(results: Iterable[int], total: int, progress: Callable[[int, int], None] | None) -> int:
-    """Sum the chunks' rendered counts as they finish, reporting ``progress(done, total)``."""
-    rendered = 0
-    for k, r in enumerate(results):
+#: Recipes :func:`fill_warning` plans to estimate the padding (spread evenly over the set).
+FILL_SAMPLE = 512
+
+
+def fill_warning(pool: StemPool, cfg: RemixConfig, plan: BuildPlan) -> str | None:
+    """:mod:`augment.fill`'s padding warning for the build, from up to :data:`FILL_SAMPLE` of its recipes planned
+    in the parent (evenly spaced indices: the chunks plan the rest where they render)."""
+    if plan.n == 0:
+        return None
+    idx = sorted({round(i) for i in np.linspace(0, plan.n - 1, min(plan.n, FILL_SAMPLE))})
+    sample = plan_block(pool, cfg, seed=plan.seed, indices=idx, seconds=plan.seconds).recipes()
+    return fill_check(pool, sample, short=cfg.short).warning()
+
+
+def _count(results: Iterable[int], sizes: Sequence[int], progress: Callable[[int, int], None] | None) -> int:
+    """Sum the chunks' rendered counts as they finish, reporting ``progress(mixtures done, mixtures)``."""
+    rendered = done = 0
+    for size, r in zip(sizes, results, strict=False):
         rendered += r
+        done += size
         if progress:
-            progress(k + 1, total)
+            progress(done, sum(sizes))
     return rendered
 
 
@@ -234,5 +258,5 @@ def finish_remix(out: Path, plan: BuildPlan, targets: Sequence[str] | None = Non
     return path
 
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "BuildPlan", "RemixSummary", "build_remix", "chunked", "finish_remix",
-           "plan_chunk", "prepare_build", "render_chunk"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "FILL_SAMPLE", "BuildPlan", "RemixSummary", "build_remix", "chunked",
+           "fill_warning", "finish_remix", "plan_chunk", "prepare_build", "render_chunk"]

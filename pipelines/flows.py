@@ -34,7 +34,7 @@ from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote, unmapped
 
-from augment.build import BuildPlan, chunked, finish_remix, prepare_build, render_chunk
+from augment.build import BuildPlan, chunked, fill_warning, finish_remix, prepare_build, render_chunk
 from augment.config import ProjectConfig, RemixConfig, load_project
 from pipelines.artifacts import publish_catalog_stats, publish_catalog_table, publish_remix_stats
 from pipelines.params import (
@@ -313,8 +313,10 @@ def build_remix_flow(
     out = p.out.resolve()
 
     size = pcfg.chunk_size
-    plan, _pool = prepare_build(cat_path, cfg.remix, n=p.n_mixtures, seed=p.seed, seconds=p.seconds,
-                                chunk_size=size)
+    plan, pool = prepare_build(cat_path, cfg.remix, n=p.n_mixtures, seed=p.seed, seconds=p.seconds,
+                               chunk_size=size)
+    if warning := fill_warning(pool, cfg.remix, plan):
+        logger.warning("build-remix: %s", warning)
     chunks = plan.chunks()
     n = p.n_mixtures
     logger.info("build-remix: %d mixtures in %d chunks of %d, planned and rendered per chunk -> %s (task runner %s)",
