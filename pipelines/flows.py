@@ -312,15 +312,14 @@ def build_remix_flow(
     open_catalog(cat_path)
     out = p.out.resolve()
 
-    size = pcfg.chunk_size
     plan, pool = prepare_build(cat_path, cfg.remix, n=p.n_mixtures, seed=p.seed, seconds=p.seconds,
-                               chunk_size=size)
+                               chunk_size=pcfg.chunk_size)
     if warning := fill_warning(pool, cfg.remix, plan):
         logger.warning("build-remix: %s", warning)
     chunks = plan.chunks()
     n = p.n_mixtures
     logger.info("build-remix: %d mixtures in %d chunks of %d, planned and rendered per chunk -> %s (task runner %s)",
-                n, len(chunks), size, out, pcfg.task_runner)
+                n, len(chunks), plan.chunk_size, out, pcfg.task_runner)
     out.mkdir(parents=True, exist_ok=True)
     results, errors = _run_mapped(make_task_runner(pcfg), _io_task(render_chunk_task, pcfg), {"chunk": chunks},
                                   {"plan": plan, "catalog": str(cat_path), "out": str(out), "cfg": cfg.remix})
