@@ -26,13 +26,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from augment.config import RemixConfig
+from augment.filters import FILTER_COLUMNS, filter_mask
 from stemdb.catalog import Catalog
 
 #: Catalogue columns the pool reads.
 POOL_COLUMNS = ["key", "stem_id", "source", "kind", "song", "split", "sample_rate", "channels", "frames",
                 "duration_s", "lufs", "silence_ratio", "active", "loudness_100ms", "tempo_bpm", "beats"]
+#: Catalogue columns of key-aware mixing (read beside :data:`POOL_COLUMNS`; null in older catalogues).
+KEY_COLUMNS = ["musical_key", "key_confidence"]
 _SCALARS = ("key", "stem_id", "source", "kind", "song", "split", "sample_rate", "channels", "frames", "duration_s",
-            "lufs", "silence_ratio", "tempo_bpm")
+            "lufs", "silence_ratio", "tempo_bpm", "musical_key", "key_confidence")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class PoolRow:
     loudness_100ms: np.ndarray = field(repr=False)
     tempo_bpm: float | None = None
     beats: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    musical_key: str | None = None  # e.g. "A minor" (catalogue column musical_key); None: not estimated
+    key_confidence: float = 0.0
 
     @property
     def has_beats(self) -> bool:
@@ -124,7 +129,9 @@ class TargetPool:
                        silence_ratio=float(c["silence_ratio"]),
                        active=tuple(zip(reg[0::2].tolist(), reg[1::2].tolist(), strict=True)),
                        loudness_100ms=self.profile.row(k).astype(np.float32), tempo_bpm=_opt(c["tempo_bpm"]),
-                       beats=self.beats.row(k))
+                       beats=self.beats.row(k),
+                       musical_key=c["musical_key"] if isinstance(c["musical_key"], str) else None,
+                       key_confidence=_opt(c["key_confidence"]) or 0.0)
 
     @cached_property
     def rows(self) -> list[PoolRow]:
@@ -153,15 +160,18 @@ def target_of(kind: str, cfg: RemixConfig) -> str:
 
 
 def build_pool(catalog: str | Path | Catalog, cfg: RemixConfig, *, splits: Sequence[str] = ("train",)) -> StemPool:
-    """Load candidate stems: live, canonical, not silent, of a kind that maps to a target, in ``splits``."""
+    """Load candidate stems: live, canonical, not silent, of a kind that maps to a target, in ``splits``, passing
+    ``cfg.filters`` (:func:`augment.filters.filter_mask`). Levels are calibrated on every canonical row."""
     cat = catalog if isinstance(catalog, Catalog) else Catalog.open(catalog)
-    t = cat.stems_table(split=list(splits), columns=POOL_COLUMNS)
+    cols = list(dict.fromkeys(POOL_COLUMNS + FILTER_COLUMNS + KEY_COLUMNS))
+    t = cat.stems_table(split=list(splits), columns=cols, include_duplicates=not cfg.filters.dedupe)
     kinds = t["kind"].to_numpy(zero_copy_only=False).astype(object)
     target = np.array([target_of(k, cfg) for k in kinds], dtype=object)
-    scalars = pd.DataFrame({"kind": kinds, "song": t["song"].to_numpy(zero_copy_only=False), "target": target,
-                            "lufs": t["lufs"].to_numpy(zero_copy_only=False)})
-    rel = measured_relative_levels(scalars, cfg)
-    keep = (kinds != "mixture") & np.isin(target, list(cfg.targets)) & (t["silence_ratio"].to_numpy() < 1.0)
+    small = pd.DataFrame({c: t[c].to_numpy(zero_copy_only=False) for c in
+                          ("kind", "song", "lufs", *FILTER_COLUMNS)}).assign(target=target)
+    rel = measured_relative_levels(small[small["duplicate_of"].isna()], cfg)
+    ok = filter_mask(small, cfg.filters, small["target"]).to_numpy()
+    keep = ok & (kinds != "mixture") & np.isin(target, list(cfg.targets)) & (t["silence_ratio"].to_numpy() < 1.0)
     t, target = t.filter(pa.array(keep)), target[keep]
     songs = t["song"].to_numpy(zero_copy_only=False).astype(object)
     codes = pd.factorize(songs, sort=True)[0].astype(np.int64)

@@ -44,6 +44,7 @@ from scipy.special import ndtri
 
 from augment.chain import StemAugment
 from augment.config import RemixConfig
+from augment.keys import align_keys
 from augment.params import uniform
 from augment.pool import PoolRow, StemPool, TargetPool, build_pool
 from augment.recipe import RECIPE_VERSION, Recipe, RecipeBlock
@@ -201,6 +202,12 @@ def _plan_cross_song(pool: StemPool, cfg: RemixConfig, u: np.ndarray, lay: Layou
     out: dict[str, np.ndarray] = {"beat_score": beat}
     for t, d in drafts.items():
         out.update(_stem_columns(pool.pools[t], t, d, cfg, dur, mix_target, c, u[:, lay.base[t] + _GAIN]))
+    if cfg.key.enabled:
+        pitch = {t: chain_for(cfg, t).draw_columns(u[:, lay.base[t] + _CHAIN : lay.base[t] + _CHAIN
+                                                      + chain_for(cfg, t).n_draws])["pitch_semitones"].copy()
+                 for t in cfg.targets}
+        _align_keys_all(pool, cfg, drafts, pitch)
+        out.update({f"{t}_pitch_semitones": v for t, v in pitch.items()})
     return out
 
 
@@ -325,13 +332,14 @@ BEAT_TOLERANCE_S = 0.07
 
 @dataclass(frozen=True)
 class Draft:
-    """One target of a cross-song mixture for tempo alignment: the stem (``None``: silent), the window start
-    (seconds, on the stem's sample grid) and the stretch rate."""
+    """One target of a cross-song mixture for tempo and key alignment: the stem (``None``: silent), the window
+    start (seconds, on the stem's sample grid), the stretch rate and the augmentation columns key alignment reads."""
 
     target: str
     row: PoolRow | None
     offset_s: float = 0.0
     stretch_rate: float = 1.0
+    augment: dict[str, Any] = dataclasses.field(default_factory=dict)  # what key alignment reads and shifts
 
 
 def _align_all(pool: StemPool, cfg: RemixConfig, drafts: dict[str, Drafts], dur: float) -> np.ndarray:
@@ -350,6 +358,19 @@ def _align_all(pool: StemPool, cfg: RemixConfig, drafts: dict[str, Drafts], dur:
             drafts[a.target].offset[i], drafts[a.target].rate[i] = a.offset_s, a.stretch_rate
         score[i] = np.nan if s is None else s
     return score
+
+
+def _align_keys_all(pool: StemPool, cfg: RemixConfig, drafts: dict[str, Drafts], pitch: dict[str, np.ndarray]) -> None:
+    """:func:`augment.keys.align_keys` on every mixture (no draws): adds the key shifts to ``pitch`` (semitones)."""
+    rows: dict[tuple[str, int], PoolRow] = {}
+    for i in range(len(next(iter(pitch.values())))):
+        ds = []
+        for t, d in drafts.items():
+            k = int(d.row[i])
+            row = None if k < 0 else rows.setdefault((t, k), pool.pools[t].row(k))
+            ds.append(Draft(t, row, augment={"pitch_semitones": float(pitch[t][i])}))
+        for a in align_keys(ds, cfg.key.max_shift, cfg.key.min_confidence)[0]:
+            pitch[a.target][i] = a.augment["pitch_semitones"]
 
 
 def align_tempo(drafts: list[Draft], dur: float, max_rate_change: float) -> tuple[list[Draft], float | None]:

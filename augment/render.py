@@ -29,7 +29,7 @@ from augment.recipe import Recipe, StemPlan
 from augment.remix import chain_for
 from augment.render_kernels import MEAN, render_linear
 from augment.render_kernels import kernel as fast_kernel
-from augment.transforms import StretchParams, TimeStretch
+from augment.transforms import PitchParams, PitchShift, StretchParams, TimeStretch
 from stemdb import audio as audio_io
 from stemdb import stem_cache
 from stemdb.catalog import Catalog
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 CLIP_LIMIT = 0.98
 _QUANT = {"PCM_16": 32768.0, "PCM_24": 8388608.0}
 _STRETCH = TimeStretch(min_rate=0.5, max_rate=2.0, p=1.0)
+_PITCH = PitchShift(min_semitones=-12.0, max_semitones=12.0, p=1.0)
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,7 @@ def render_stem(plan: StemPlan, recipe: Recipe, table: StemTable, cfg: RemixConf
     src = table[plan.stem_id]
     chain = chain_for(cfg, plan.target)
     params = chain.params_from_record(plan.augment) if len(chain) else ()
+    pitch = _planned_pitch(chain, plan)
     if _is_linear(chain, params, plan, src, recipe):
         _render_linear(dst, plan, src, recipe, params)
         return dst
@@ -154,6 +156,8 @@ def render_stem(plan: StemPlan, recipe: Recipe, table: StemTable, cfg: RemixConf
     x = read_window(src, plan.offset_s, span, recipe.sample_rate, recipe.channels, loop=plan.loop)
     if len(chain):
         x = chain.apply(x, recipe.sample_rate, params)
+    if pitch:
+        x = _PITCH.apply(x, recipe.sample_rate, PitchParams(pitch_semitones=pitch))
     if rate != 1.0 and "stretch" not in chain.names:  # a stretch planned by tempo-aware mixing
         x = _STRETCH.apply(x, recipe.sample_rate, StretchParams(stretch_rate=rate))
     x = fit_length(np.asarray(x, dtype=np.float32), n)
@@ -161,9 +165,15 @@ def render_stem(plan: StemPlan, recipe: Recipe, table: StemTable, cfg: RemixConf
     return dst
 
 
+def _planned_pitch(chain, plan: StemPlan) -> float:  # noqa: ANN001
+    """A pitch shift planned by key-aware mixing for a target whose chain has no pitch transform (else 0)."""
+    return 0.0 if "pitch" in chain.names else float(plan.augment.get("pitch_semitones", 0.0) or 0.0)
+
+
 def _is_linear(chain, params: Sequence, plan: StemPlan, src: StemSource, recipe: Recipe) -> bool:  # noqa: ANN001
     heavy = [t for t, p in zip(chain.transforms, params, strict=True) if p.applied and t.name not in LINEAR_TRANSFORMS]
-    return not heavy and plan.stretch_rate == 1.0 and src.sample_rate == recipe.sample_rate
+    return (not heavy and plan.stretch_rate == 1.0 and not _planned_pitch(chain, plan)
+            and src.sample_rate == recipe.sample_rate)
 
 
 def _linear_scale(plan: StemPlan, params: Sequence) -> tuple[float, bool]:
