@@ -120,8 +120,7 @@ def measure_job(job: FileJob, cfg: IngestConfig, *, catalog: str | Path | None =
             rejects.append(_reject(job, key, why, now))
             continue
         rows.append({**_row(job, key, i if job.is_stem_mp4 else -1, kind, a, sr, info, m, now), **quality})
-        if cfg.cache == "int16" and catalog is not None and stem_cache.cacheable(info.subtype):
-            stem_cache.write_stem(catalog, m.content_hash, a)
+        stem_cache.keep(catalog if cfg.cache == "int16" else None, info.subtype, m.content_hash, a)
     return rows, rejects
 
 
@@ -263,10 +262,7 @@ def ingest_sources(
     measured_keys = {k for j in todo for k in j.row_keys()}
     report.duplicates, report.leakage = finalize(cat, fixed_keys=measured_keys)
     if cfg.cache == "int16":
-        filled = stem_cache.fill(cat.root)
-        files, size = stem_cache.cache_size(cat.root)
-        log.info("stem cache: %d files, %.1f MB on disk (%d written for stems measured before)", files, size / 1e6,
-                 filled)
+        stem_cache.fill(cat.root)  # stems measured before the cache was on; logs the cache's size
     report.unmapped, report.lossy = quality_counts(cat)
     report.summary = cat.summary().line()
     report.seconds = time.perf_counter() - t0

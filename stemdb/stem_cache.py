@@ -58,6 +58,11 @@ def write_stem(catalog: str | Path, stem_id: str, audio: np.ndarray) -> Path:
     return path
 
 
+def keep(catalog: str | Path | None, subtype: str | None, stem_id: str, audio: np.ndarray) -> Path | None:
+    """:func:`write_stem` when ``catalog`` is given (the cache is on) and ``subtype`` is cacheable, else nothing."""
+    return write_stem(catalog, stem_id, audio) if catalog is not None and cacheable(subtype) else None
+
+
 def cached_ids(catalog: str | Path) -> frozenset[str]:
     """The ``stem_id`` of every cached stem (one directory listing)."""
     d = cache_dir(catalog)
@@ -77,8 +82,8 @@ def cache_size(catalog: str | Path) -> tuple[int, int]:
 
 def fill(catalog: str | Path) -> int:
     """Write the missing cache files of the catalogue's live, canonical, cacheable stems (decoding each file once;
-    rows measured before the cache was switched on). Returns how many were written; an unreadable file is logged
-    and left out (ingest records bad files, this never fails a run)."""
+    rows measured before the cache was switched on). Returns how many were written and logs the cache's size; an
+    unreadable file is logged and left out (ingest records bad files, this never fails a run)."""
     from stemdb.catalog import Catalog
 
     cat = Catalog.open(catalog)
@@ -94,6 +99,8 @@ def fill(catalog: str | Path) -> int:
             continue
         write_stem(catalog, str(sid), a)
         written += 1
+    files, size = cache_size(catalog)
+    log.info("stem cache: %d files, %.1f MB on disk (%d written now)", files, size / 1e6, written)
     return written
 
 
@@ -121,4 +128,4 @@ class MappedStems:
 
 
 __all__ = ["CACHEABLE_SUBTYPES", "CACHE_DIR", "MappedStems", "cache_dir", "cache_path", "cache_size", "cacheable",
-           "cached_ids", "fill", "write_stem"]
+           "cached_ids", "fill", "keep", "write_stem"]
