@@ -1,11 +1,13 @@
-"""The set builder: plan ``n`` recipes, render them chunk by chunk, write the MUSDB18-HQ set and ``recipes.parquet``.
+"""The set builder: ``n`` mixtures planned and rendered chunk by chunk, the MUSDB18-HQ set and ``recipes.parquet``.
 
-``build_remix`` plans the recipes (:mod:`augment.remix`), cuts them into chunks (:func:`chunked`: the one chunking
-rule, which the Prefect flow uses too), renders each chunk (:mod:`augment.render`) and writes its mixture folders
-(:mod:`augment.writer`), in a process pool over chunks when asked; each finished chunk is recorded in
-``<out>/.parts/``, and ``<out>/recipes.parquet`` is written last (:func:`finish_remix`, which also removes stale
-folders and parts). An interrupted build resumes from its finished chunks; a rerun with the same arguments renders
-nothing.
+``build_remix`` checks the pool once (a bad config fails before any work), cuts the indices ``0 .. n-1`` into chunks
+(:func:`chunked`: the one chunking rule, which the Prefect flow uses too), and each chunk is planned *and* rendered
+where it runs (:func:`render_chunk`: :func:`augment.remix.plan_block` on the chunk's indices, then
+:mod:`augment.render` and :mod:`augment.writer`), in a process pool over chunks when asked, so planning is no
+serial prefix of a build. Each finished chunk is recorded in ``<out>/.parts/`` under a name that depends on the
+build's parameters and the chunk's indices (:meth:`BuildPlan.part_name`); ``<out>/recipes.parquet`` is written last
+by streaming the parts into it one row group each (:func:`finish_remix`, which also removes stale folders and
+parts). An interrupted build resumes from its finished chunks; a rerun with the same arguments renders nothing.
 """
 
 from __future__ import annotations
@@ -20,17 +22,19 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
 
-import pandas as pd
-import pyarrow as pa
+import numpy as np
+import pyarrow.parquet as pq
 
 from augment.config import RemixConfig
 from augment.fill import fill_check
-from augment.pool import build_pool
-from augment.recipe import Recipe, recipes_table
-from augment.remix import plan_recipes
+from augment.pool import StemPool, build_pool
+from augment.recipe import RECIPE_VERSION, Recipe, recipe_schema, recipes_table
+from augment.remix import check_pool, plan_block
 from augment.render import StemTable, measure_recipe, render_recipe
 from augment.writer import is_complete, remove_stale, write_mixture
+from stemdb.atomic import atomic_open
 from stemdb.catalog import write_parquet_atomic
+from stemdb.config import fingerprint_of
 
 log = logging.getLogger(__name__)
 
@@ -62,38 +66,69 @@ class RemixSummary:
 
 
 def chunked(items: Sequence[T], size: int) -> list[Sequence[T]]:
-    """``items`` cut into consecutive chunks of ``size`` (the last one shorter): the chunks of a build."""
+    """``items`` cut into consecutive chunks of ``size`` (the last one shorter): the chunks of a build (pass
+    ``range(n)``: each chunk is then a ``range`` of mixture indices)."""
     if size < 1:
         raise ValueError(f"chunk size={size}; allowed: 1 or more")
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def chunk_name(chunk: Sequence[Recipe]) -> str:
-    """The part file of a chunk: its first index and a hash of its mix ids."""
-    h = hashlib.blake2b("".join(r.mix_id for r in chunk).encode(), digest_size=6).hexdigest()
-    return f"chunk-{chunk[0].index:07d}-{h}.parquet"
+@dataclass(frozen=True)
+class BuildPlan:
+    """What a build renders: ``n`` mixtures of ``seconds`` (None: the config's) seeded ``seed``, in chunks of
+    ``chunk_size``, from the catalogue and config with these fingerprints. Small and picklable: what the parent
+    hands to every chunk instead of recipes."""
+
+    n: int
+    seed: int
+    seconds: float | None
+    chunk_size: int
+    catalog_fingerprint: str
+    config_fingerprint: str
+
+    @classmethod
+    def make(cls, pool: StemPool, cfg: RemixConfig, *, n: int, seed: int, seconds: float | None,
+             chunk_size: int) -> BuildPlan:
+        return cls(int(n), int(seed), seconds, int(chunk_size), pool.fingerprint, fingerprint_of(cfg))
+
+    def chunks(self) -> list[range]:
+        return chunked(range(self.n), self.chunk_size)  # type: ignore[return-value]
+
+    def part_name(self, chunk: range) -> str:
+        """The part file of a chunk: its first index and a hash of everything that decides its recipes."""
+        key = (f"{RECIPE_VERSION}|{self.catalog_fingerprint}|{self.config_fingerprint}|{self.seed}|{self.seconds}|"
+               f"{chunk.start}|{chunk.stop}")
+        return f"chunk-{chunk.start:07d}-{hashlib.blake2b(key.encode(), digest_size=6).hexdigest()}.parquet"
 
 
-def render_chunk(chunk: Sequence[Recipe], catalog: str | Path, out: str | Path, cfg: RemixConfig, *,
-                 table: StemTable | None = None) -> int:
-    """Render and write one chunk of recipes; record it in ``out/.parts``. Returns how many were rendered.
+def plan_chunk(chunk: range, plan: BuildPlan, catalog: str | Path, cfg: RemixConfig, *,
+               pool: StemPool | None = None) -> list[Recipe]:
+    """The recipes of one chunk, planned where the chunk runs (the pool is loaded once per process)."""
+    pool = pool or _pool(str(catalog), _parts_signature(Path(catalog)), cfg)
+    if pool.fingerprint != plan.catalog_fingerprint:
+        raise RuntimeError(f"{catalog}: the catalogue changed during the build (fingerprint {pool.fingerprint}, "
+                           f"planned with {plan.catalog_fingerprint}); rerun the build")
+    return plan_block(pool, cfg, seed=plan.seed, indices=chunk, seconds=plan.seconds).recipes()
 
-    A chunk whose part file exists and whose folders are all present is skipped (0).
-    """
+
+def render_chunk(chunk: range, plan: BuildPlan, catalog: str | Path, out: str | Path, cfg: RemixConfig, *,
+                 table: StemTable | None = None, pool: StemPool | None = None) -> int:
+    """Plan, render and write one chunk of mixture indices; record it in ``out/.parts``. Returns how many were
+    rendered: 0 when the chunk's part file exists and all its folders are present."""
     out = Path(out)
-    part = out / ".parts" / chunk_name(chunk)
-    if part.is_file() and all(is_complete(out, r) for r in chunk):
+    recipes = plan_chunk(chunk, plan, catalog, cfg, pool=pool)
+    part = out / ".parts" / plan.part_name(chunk)
+    if part.is_file() and all(is_complete(out, r) for r in recipes):
         return 0
     table = table or _table(str(catalog), _parts_signature(Path(catalog)))
     done = []
     buf = mix_buf = None
-    for r in chunk:
+    for r in recipes:
         rendered = render_recipe(r, table, cfg, out=buf, mix_out=mix_buf)
         buf, mix_buf = rendered.stems, rendered.mixture
-        measured = measure_recipe(r, rendered)
+        done.append(measure_recipe(r, rendered))
         write_mixture(out, r, rendered)
-        done.append(measured)
-    write_parquet_atomic(recipes_table(done), part)
+    write_parquet_atomic(recipes_table(done, cfg.targets), part)
     return len(done)
 
 
@@ -102,14 +137,27 @@ def _table(catalog: str, parts: tuple[str, ...]) -> StemTable:  # noqa: ARG001 -
     return StemTable.from_catalog(catalog)
 
 
+_POOLS: dict[tuple[str, tuple[str, ...], str], StemPool] = {}
+
+
+def _pool(catalog: str, parts: tuple[str, ...], cfg: RemixConfig) -> StemPool:
+    """The pool of (catalogue, config), loaded once per process while the catalogue's parts stay the same."""
+    key = (catalog, parts, fingerprint_of(cfg))
+    if key not in _POOLS:
+        if len(_POOLS) >= 4:
+            _POOLS.pop(next(iter(_POOLS)))
+        _POOLS[key] = build_pool(catalog, cfg)
+    return _POOLS[key]
+
+
 def _parts_signature(catalog: Path) -> tuple[str, ...]:
     """Names of the catalogue's stems part files: they change on every write, so a cached table is never stale."""
     return tuple(sorted(p.name for p in (catalog / "stems").glob("part-*.parquet")))
 
 
 def _render_chunk_job(args: tuple) -> int:  # process-pool entry point
-    chunk, catalog, out, cfg = args
-    return render_chunk(chunk, catalog, out, cfg)
+    chunk, plan, catalog, out, cfg = args
+    return render_chunk(chunk, plan, catalog, out, cfg)
 
 
 def build_remix(
@@ -131,25 +179,52 @@ def build_remix(
     """
     t0 = time.perf_counter()
     out = Path(out)
-    pool = build_pool(catalog, cfg)
-    recipes = plan_recipes(catalog, n=n, seed=seed, cfg=cfg, seconds=seconds, pool=pool)
-    warning = fill_check(pool, recipes, short=cfg.short).warning()
+    plan, pool = prepare_build(catalog, cfg, n=n, seed=seed, seconds=seconds, chunk_size=chunk_size)
+    warning = fill_warning(pool, cfg, plan)
     if warning:
         log.warning(warning)
-    chunks = chunked(recipes, chunk_size)
-    jobs = [(c, str(catalog), str(out), cfg) for c in chunks]
+    chunks = plan.chunks()
     sizes = [len(c) for c in chunks]
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as executor:
-            rendered = _count(executor.map(_render_chunk_job, jobs), sizes, progress)
+        jobs = [(c, plan, str(catalog), str(out), cfg) for c in chunks]
+        with ProcessPoolExecutor(max_workers=workers) as ex:
+            rendered = _count(ex.map(_render_chunk_job, jobs), sizes, progress)
     else:
-        rendered = _count(map(_render_chunk_job, jobs), sizes, progress)
-    finish_remix(out, recipes, chunk_size=chunk_size)
+        rendered = _count((render_chunk(c, plan, catalog, out, cfg, pool=pool) for c in chunks), sizes, progress)
+    finish_remix(out, plan, cfg.targets)
     secs = time.perf_counter() - t0
-    hours = sum(r.duration_s for r in recipes) / 3600.0
-    summary = RemixSummary(str(out), len(recipes), rendered, len(recipes) - rendered, hours, secs)
+    hours = n * float(seconds if seconds is not None else cfg.seconds) / 3600.0
+    summary = RemixSummary(str(out), n, rendered, n - rendered, hours, secs)
     log.debug(summary.line())  # the caller prints or publishes the summary: once
     return summary
+
+
+def prepare_build(catalog: str | Path, cfg: RemixConfig, *, n: int, seed: int, seconds: float | None,
+                  chunk_size: int) -> tuple[BuildPlan, StemPool]:
+    """Load and check the pool once (a config the catalogue cannot serve fails here, naming the key) and the
+    build's :class:`BuildPlan`. ``n`` must be >= 0 and ``chunk_size`` >= 1."""
+    if n < 0:
+        from stemdb.errors import ConfigError
+
+        raise ConfigError(f"n={n} must be >= 0", key="n")
+    chunked((), chunk_size)  # validates the size
+    pool = _pool(str(catalog), _parts_signature(Path(catalog)), cfg)
+    check_pool(pool, cfg)
+    return BuildPlan.make(pool, cfg, n=n, seed=seed, seconds=seconds, chunk_size=chunk_size), pool
+
+
+#: Recipes :func:`fill_warning` plans to estimate the padding (spread evenly over the set).
+FILL_SAMPLE = 512
+
+
+def fill_warning(pool: StemPool, cfg: RemixConfig, plan: BuildPlan) -> str | None:
+    """:mod:`augment.fill`'s padding warning for the build, from up to :data:`FILL_SAMPLE` of its recipes planned
+    in the parent (evenly spaced indices: the chunks plan the rest where they render)."""
+    if plan.n == 0:
+        return None
+    idx = sorted({round(i) for i in np.linspace(0, plan.n - 1, min(plan.n, FILL_SAMPLE))})
+    sample = plan_block(pool, cfg, seed=plan.seed, indices=idx, seconds=plan.seconds).recipes()
+    return fill_check(pool, sample, short=cfg.short).warning()
 
 
 def _count(results: Iterable[int], sizes: Sequence[int], progress: Callable[[int, int], None] | None) -> int:
@@ -163,19 +238,25 @@ def _count(results: Iterable[int], sizes: Sequence[int], progress: Callable[[int
     return rendered
 
 
-def finish_remix(out: Path, recipes: Sequence[Recipe], *, chunk_size: int) -> Path:
-    """Collect the chunk parts into ``recipes.parquet`` (atomic) and remove stale folders and parts."""
-    names = [chunk_name(c) for c in chunked(recipes, chunk_size)]
-    tables = [pa.Table.from_pandas(pd.read_parquet(out / ".parts" / nme), preserve_index=False) for nme in names]
-    table = pa.concat_tables(tables, promote_options="default") if tables else recipes_table([])
-    path = write_parquet_atomic(table, out / "recipes.parquet")
-    keep_parts = set(names)
+def finish_remix(out: Path, plan: BuildPlan, targets: Sequence[str] | None = None) -> Path:
+    """Stream the chunk parts into ``recipes.parquet`` (one row group per part, atomic: temp file, then rename;
+    memory bounded by one part), then remove stale parts and mixture folders."""
+    out = Path(out)
+    names = [plan.part_name(c) for c in plan.chunks()]
+    first = pq.read_schema(out / ".parts" / names[0]) if names else recipe_schema(targets or ())
+    keep: set[tuple[str, str]] = set()
+    path = out / "recipes.parquet"
+    with atomic_open(path, "wb") as fh, pq.ParquetWriter(fh, first) as writer:
+        for name in names:
+            t = pq.read_table(out / ".parts" / name, schema=first)
+            writer.write_table(t, row_group_size=max(1, t.num_rows))
+            keep.update(zip(t["split"].to_pylist(), t["mix_id"].to_pylist(), strict=True))
     for p in (out / ".parts").glob("chunk-*.parquet"):
-        if p.name not in keep_parts:
+        if p.name not in set(names):
             p.unlink()
-    remove_stale(out, recipes)
+    remove_stale(out, keep)
     return path
 
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "RemixSummary", "build_remix", "chunk_name", "chunked", "finish_remix",
-           "render_chunk"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "FILL_SAMPLE", "BuildPlan", "RemixSummary", "build_remix", "chunked",
+           "fill_warning", "finish_remix", "plan_chunk", "prepare_build", "render_chunk"]

@@ -97,6 +97,23 @@ class StemAugment:
         """Draw every transform's params in chain order from ``rng``."""
         return tuple(t.draw(rng) for t in self.transforms)
 
+    @property
+    def n_draws(self) -> int:
+        """Uniforms one draw of the whole chain consumes (its transforms' :attr:`Transform.n_draws`, in order)."""
+        return sum(t.n_draws for t in self.transforms)
+
+    def draw_columns(self, u: np.ndarray) -> dict[str, np.ndarray]:
+        """Every column of :data:`RECORD_FIELDS` for ``n`` mixtures from uniforms ``u`` ``(n, n_draws)``: each
+        transform reads its own slice, in chain order; transforms not in the chain hold their neutral value (NaN:
+        null). Row ``k`` equals ``to_record(draw(rng))`` for a generator whose ``random()`` gives ``u[k]``."""
+        n = len(u)
+        out = {k: np.full(n, np.nan if v is None else v) for k, v in neutral_record().items()}
+        j = 0
+        for t in self.transforms:
+            out.update(t.draw_columns(u[:, j : j + t.n_draws]))
+            j += t.n_draws
+        return out
+
     def run(
         self, audio: np.ndarray, sample_rate: int, params: Sequence[Params]
     ) -> tuple[np.ndarray, tuple[Params, ...]]:

@@ -64,11 +64,12 @@ def _covered(plan: StemPlan, durations: dict[str, float], seconds: float) -> flo
 def fill_check(pool: StemPool, recipes: Sequence[Recipe], *, short: str = "pad") -> FillCheck:
     """Measure how the planned ``recipes`` (all of one length) fill their windows from ``pool``'s stems."""
     seconds = float(recipes[0].duration_s) if recipes else 0.0
-    durations = {r.stem_id: r.duration_s for p in pool.pools.values() for r in p.rows}
+    durations = {sid: float(d) for p in pool.pools.values()
+                 for sid, d in zip(p.cols["stem_id"].tolist(), p.cols["duration_s"].tolist(), strict=True)}
     short_share, longest = {}, {}
     n_short = n_all = 0
     for t, p in pool.pools.items():
-        d = p.durations
+        d = p.cols["duration_s"]
         short_share[t] = float(np.mean(d < seconds)) if d.size else 0.0
         longest[t] = float(d.max()) if d.size else 0.0
         n_short += int(np.sum(d < seconds))

@@ -195,17 +195,36 @@ def check_ordered(owner: str, lo_name: str, lo: float, hi_name: str, hi: float) 
         raise InvalidParameterError(f"{owner}: {lo_name}={lo} must be <= {hi_name}={hi}", key=lo_name)
 
 
-def uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
-    """One draw, uniform in ``[lo, hi]``; exactly ``lo`` when ``lo == hi``."""
-    u = float(rng.random())
+def uniform(u: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Uniform draws in ``[lo, hi]`` from uniforms ``u`` in [0, 1) (any shape); exactly ``lo`` when ``lo == hi``."""
     if lo == hi:
-        return lo
-    return min(hi, max(lo, lo + (hi - lo) * u))
+        return np.full(np.shape(u), lo, dtype=np.float64)
+    return np.minimum(hi, np.maximum(lo, lo + (hi - lo) * np.asarray(u, dtype=np.float64)))
 
 
-def log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
-    """One draw, uniform in ``log`` between ``lo > 0`` and ``hi``; exactly ``lo`` when ``lo == hi``."""
-    u = float(rng.random())
+def log_uniform(u: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Draws uniform in ``log`` between ``lo > 0`` and ``hi`` from uniforms ``u``; exactly ``lo`` when ``lo == hi``."""
     if lo == hi:
-        return lo
-    return min(hi, max(lo, math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * u)))
+        return np.full(np.shape(u), lo, dtype=np.float64)
+    x = np.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * np.asarray(u, dtype=np.float64))
+    return np.minimum(hi, np.maximum(lo, x))
+
+
+def _q_to_octaves(q: float) -> float:
+    """Bandwidth in octaves of a filter of quality ``q`` (the peaking-EQ relation ``1/Q = 2 sinh(ln2 / 2 * BW)``)."""
+    return 2.0 * math.asinh(1.0 / (2.0 * q)) / math.log(2.0)
+
+
+def filter_response_db(freqs_hz: np.ndarray, freq_hz: float, gain_db: float, q: float) -> np.ndarray:
+    """Magnitude response in dB of the spectral filter at ``freqs_hz``.
+
+    ``H_dB(f) = gain_db * exp(-0.5 * (log2(f / freq_hz) / sigma) ** 2)``: a Gaussian bump (boost, ``gain_db > 0``)
+    or dip (cut, ``gain_db < 0``) on a log2-frequency axis. Its full width at half the dB gain is the bandwidth
+    ``BW`` octaves of a peaking filter of quality ``q`` (``1/q = 2 sinh(ln 2 / 2 * BW)``; q = 1 is 1.39 octaves),
+    so ``sigma = BW / (2 sqrt(2 ln 2))`` octaves. DC (f = 0) is at 0 dB.
+    """
+    f = np.asarray(freqs_hz, dtype=np.float64)
+    sigma = _q_to_octaves(q) / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    with np.errstate(divide="ignore"):
+        octaves = np.log2(f / freq_hz)
+    return np.where(f > 0, gain_db * np.exp(-0.5 * (octaves / sigma) ** 2), 0.0)

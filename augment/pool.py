@@ -1,9 +1,15 @@
-"""The remix pool: the catalogue's candidate stems per target as typed rows, loaded once per build or stream.
+"""The remix pool: the catalogue's candidate stems per target, as columns, loaded once per build, chunk or stream.
 
-Two kinds of pool share one row type (:class:`PoolRow`): the per-target pools the cross-song planner draws from
-(:class:`TargetPool`, draws proportional to duration) and the aligned stems of the multitrack songs that have every
-target (``StemPool.coherent``). ``StemPool.rel_lufs`` holds each target's level relative to the mixture as measured
-on the catalogue's real multitracks (the calibration of the planner's levels).
+The vectorised planner (:mod:`augment.remix`) reads a :class:`TargetPool` as numpy columns (durations and their
+cumulative sum for draws proportional to duration, song codes shared by every target, rates, channels), and its
+ragged columns (active regions, the 100 ms loudness profile, beats) as flat value arrays with per-stem starts and
+lengths, so a block of thousands of recipes is planned with a few array operations whatever the catalogue's size.
+:class:`PoolRow` is one stem as a dataclass, built on demand (``TargetPool.row``, ``TargetPool.rows``) for the
+per-recipe paths (tempo-aware alignment, coherent mixtures) and for inspection.
+
+``StemPool.coherent`` holds the aligned stems of the multitrack songs that have every target (all from one source),
+and ``StemPool.rel_lufs`` each target's level relative to the mixture as measured on the catalogue's real multitracks
+(the calibration of the planner's levels).
 """
 
 from __future__ import annotations
@@ -11,11 +17,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from augment.config import RemixConfig
 from augment.filters import FILTER_COLUMNS, filter_mask
@@ -26,6 +34,8 @@ POOL_COLUMNS = ["key", "stem_id", "source", "kind", "song", "split", "sample_rat
                 "duration_s", "lufs", "silence_ratio", "active", "loudness_100ms", "tempo_bpm", "beats"]
 #: Catalogue columns of key-aware mixing (read beside :data:`POOL_COLUMNS`; null in older catalogues).
 KEY_COLUMNS = ["musical_key", "key_confidence"]
+_SCALARS = ("key", "stem_id", "source", "kind", "song", "split", "sample_rate", "channels", "frames", "duration_s",
+            "lufs", "silence_ratio", "tempo_bpm", "musical_key", "key_confidence")
 
 
 @dataclass(frozen=True)
@@ -63,59 +73,70 @@ class PoolRow:
         return bool(self.tempo_bpm) and len(self.beats) > 1
 
 
-def _opt_float(v: Any) -> float | None:
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+@dataclass(frozen=True)
+class Ragged:
+    """A list column as flat ``values`` with per-row ``starts`` and ``lengths`` (row ``k`` is
+    ``values[starts[k] : starts[k] + lengths[k]]``)."""
 
+    values: np.ndarray
+    starts: np.ndarray
+    lengths: np.ndarray
 
-def rows_of(df: pd.DataFrame) -> list[PoolRow]:
-    """:class:`PoolRow` objects of a frame of :data:`POOL_COLUMNS` plus ``target`` (and, when present,
-    ``musical_key`` and ``key_confidence``), in frame order."""
-    cols = [df[c].tolist() for c in (*POOL_COLUMNS, "target")]
-    cols.append(df["musical_key"].tolist() if "musical_key" in df else [None] * len(df))
-    cols.append(df["key_confidence"].tolist() if "key_confidence" in df else [None] * len(df))
-    out = []
-    for (key, sid, source, kind, song, split, sr, ch, frames, dur, lufs, silence, active, prof, bpm, beats,
-         target, mkey, kconf) in zip(*cols, strict=True):
-        out.append(PoolRow(
-            key=str(key), stem_id=str(sid), source=str(source), kind=str(kind), target=str(target), song=str(song),
-            split=str(split), sample_rate=int(sr), channels=int(ch), frames=int(frames), duration_s=float(dur),
-            lufs=_opt_float(lufs), silence_ratio=float(silence),
-            active=tuple((float(a), float(b)) for a, b in (active if active is not None else ())),
-            loudness_100ms=np.asarray(prof if prof is not None else ()), tempo_bpm=_opt_float(bpm),
-            beats=np.asarray(beats if beats is not None else ()),
-            musical_key=mkey if isinstance(mkey, str) else None, key_confidence=_opt_float(kconf) or 0.0,
-        ))
-    return out
+    @classmethod
+    def from_arrow(cls, arr: pa.ChunkedArray | pa.Array, dtype: type = np.float64) -> Ragged:
+        arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+        lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy().astype(np.int64)
+        values = pc.list_flatten(arr).to_numpy(zero_copy_only=False).astype(dtype)
+        return cls(values, np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64), lengths)
+
+    def row(self, k: int) -> np.ndarray:
+        return self.values[self.starts[k] : self.starts[k] + self.lengths[k]]
 
 
 @dataclass
 class TargetPool:
-    """Candidate stems of one target, with cumulative duration weights for O(log n) draws proportional to
-    duration."""
+    """Candidate stems of one target as columns, in catalogue key order.
 
-    rows: list[PoolRow]
+    ``cols``: the scalar columns of :data:`POOL_COLUMNS` as numpy arrays plus ``song_code`` (the pool-wide song
+    number); ``regions``: active regions as ``(start_s, end_s)`` pairs (a stem without any gets its whole length);
+    ``profile``: the loudness profiles; ``beats``: beat times. ``cum``: cumulative durations (draws proportional to
+    duration in O(log n)).
+    """
+
+    target: str
+    cols: dict[str, np.ndarray]
+    regions: Ragged
+    profile: Ragged
+    beats: Ragged
 
     def __post_init__(self) -> None:
-        self.durations = np.array([r.duration_s for r in self.rows], dtype=np.float64)
-        self.cum = np.cumsum(self.durations)
-        self.songs = np.array([r.song for r in self.rows], dtype=str)
+        self.cum = np.cumsum(self.cols["duration_s"]) if len(self) else np.zeros(0)
+        lengths = self.regions.values[1::2] - self.regions.values[0::2] if self.regions.values.size else np.zeros(0)
+        self.region_cum = np.cumsum(lengths)  # inclusive, over every region of every stem in order
+        self.active_total = np.add.reduceat(lengths, self.regions.starts // 2) if len(self) else np.zeros(0)
 
-    def draw(self, rng: np.random.Generator, exclude_songs: set[str]) -> PoolRow | None:
-        """A stem drawn with probability proportional to its duration, from a song not in ``exclude_songs``
-        (``None`` when every stem's song is excluded)."""
-        if not self.rows:
-            return None
-        for _ in range(32):
-            i = int(np.searchsorted(self.cum, rng.random() * self.cum[-1], side="right"))
-            row = self.rows[min(i, len(self.rows) - 1)]
-            if row.song not in exclude_songs:
-                return row
-        ok = np.flatnonzero(~np.isin(self.songs, list(exclude_songs)))
-        if ok.size == 0:
-            return None
-        w = self.durations[ok]
-        i = int(np.searchsorted(np.cumsum(w), rng.random() * w.sum(), side="right"))
-        return self.rows[int(ok[min(i, ok.size - 1)])]
+    def __len__(self) -> int:
+        return len(self.cols["key"])
+
+    def row(self, k: int) -> PoolRow:
+        """Stem ``k`` as a :class:`PoolRow`."""
+        c = {name: self.cols[name][k] for name in _SCALARS}
+        reg = self.regions.row(k)
+        return PoolRow(key=str(c["key"]), stem_id=str(c["stem_id"]), source=str(c["source"]), kind=str(c["kind"]),
+                       target=self.target, song=str(c["song"]), split=str(c["split"]),
+                       sample_rate=int(c["sample_rate"]), channels=int(c["channels"]), frames=int(c["frames"]),
+                       duration_s=float(c["duration_s"]), lufs=_opt(c["lufs"]),
+                       silence_ratio=float(c["silence_ratio"]),
+                       active=tuple(zip(reg[0::2].tolist(), reg[1::2].tolist(), strict=True)),
+                       loudness_100ms=self.profile.row(k).astype(np.float32), tempo_bpm=_opt(c["tempo_bpm"]),
+                       beats=self.beats.row(k),
+                       musical_key=c["musical_key"] if isinstance(c["musical_key"], str) else None,
+                       key_confidence=_opt(c["key_confidence"]) or 0.0)
+
+    @cached_property
+    def rows(self) -> list[PoolRow]:
+        """Every stem as a :class:`PoolRow` (built on first use; the planner reads the columns)."""
+        return [self.row(k) for k in range(len(self))]
 
 
 @dataclass
@@ -129,6 +150,10 @@ class StemPool:
     fingerprint: str
 
 
+def _opt(v: object) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)  # type: ignore[arg-type]
+
+
 def target_of(kind: str, cfg: RemixConfig) -> str:
     """The output target of a catalogue kind (``kind_map``, else the kind itself)."""
     return cfg.kind_map.get(kind, kind)
@@ -138,33 +163,79 @@ def build_pool(catalog: str | Path | Catalog, cfg: RemixConfig, *, splits: Seque
     """Load candidate stems: live, canonical, not silent, of a kind that maps to a target, in ``splits``, passing
     ``cfg.filters`` (:func:`augment.filters.filter_mask`). Levels are calibrated on every canonical row."""
     cat = catalog if isinstance(catalog, Catalog) else Catalog.open(catalog)
-    df = cat.stems(split=list(splits), columns=list(dict.fromkeys(POOL_COLUMNS + FILTER_COLUMNS + KEY_COLUMNS)),
-                   include_duplicates=not cfg.filters.dedupe)
-    df = df.assign(target=[target_of(k, cfg) for k in df["kind"]])
-    rel = measured_relative_levels(df[df["duplicate_of"].isna()], cfg)
-    ok = filter_mask(df, cfg.filters, df["target"])
-    stems = df[ok & (df["kind"] != "mixture") & df["target"].isin(cfg.targets) & (df["silence_ratio"] < 1.0)]
-    rows = rows_of(stems.sort_values("key", ignore_index=True))
-    pools = {t: TargetPool([r for r in rows if r.target == t]) for t in cfg.targets}
-    return StemPool(tuple(cfg.targets), pools, coherent_songs(rows, cfg.targets), rel, cat.fingerprint())
+    cols = list(dict.fromkeys(POOL_COLUMNS + FILTER_COLUMNS + KEY_COLUMNS))
+    t = cat.stems_table(split=list(splits), columns=cols, include_duplicates=not cfg.filters.dedupe)
+    kinds = t["kind"].to_numpy(zero_copy_only=False).astype(object)
+    target = np.array([target_of(k, cfg) for k in kinds], dtype=object)
+    small = pd.DataFrame({c: t[c].to_numpy(zero_copy_only=False) for c in
+                          ("kind", "song", "lufs", *FILTER_COLUMNS)}).assign(target=target)
+    rel = measured_relative_levels(small[small["duplicate_of"].isna()], cfg)
+    ok = filter_mask(small, cfg.filters, small["target"]).to_numpy()
+    keep = ok & (kinds != "mixture") & np.isin(target, list(cfg.targets)) & (t["silence_ratio"].to_numpy() < 1.0)
+    t, target = t.filter(pa.array(keep)), target[keep]
+    songs = t["song"].to_numpy(zero_copy_only=False).astype(object)
+    codes = pd.factorize(songs, sort=True)[0].astype(np.int64)
+    pools = {}
+    for name in cfg.targets:
+        pos = np.flatnonzero(target == name)
+        pools[name] = _target_pool(name, t.take(pa.array(pos)), codes[pos])
+    return StemPool(tuple(cfg.targets), pools, coherent_songs(pools, cfg.targets), rel, cat.fingerprint())
 
 
-def coherent_songs(rows: Sequence[PoolRow], targets: Sequence[str]) -> dict[str, dict[str, PoolRow]]:
-    """Songs with a stem for every target, all from one source: song -> target -> its first row in ``rows``."""
-    by_song: dict[str, dict[str, PoolRow]] = {}
-    sources: dict[str, set[str]] = {}
-    for r in rows:
-        by_song.setdefault(r.song, {}).setdefault(r.target, r)
-        sources.setdefault(r.song, set()).add(r.source)
-    return {song: {t: by_t[t] for t in targets} for song, by_t in sorted(by_song.items())
-            if all(t in by_t for t in targets) and len(sources[song]) == 1}
+def _target_pool(target: str, t: pa.Table, codes: np.ndarray) -> TargetPool:
+    cols: dict[str, np.ndarray] = {}
+    for name in _SCALARS:
+        a = t[name].combine_chunks() if t.num_rows else pa.array([], type=t.schema.field(name).type)
+        cols[name] = a.to_numpy(zero_copy_only=False)
+        if pa.types.is_floating(a.type):
+            cols[name] = cols[name].astype(np.float64)  # nulls read as NaN
+    cols["song_code"] = codes
+    active = t["active"].combine_chunks() if t.num_rows else pa.array([], type=pa.list_(pa.list_(pa.float64())))
+    regions = _regions(active, cols["duration_s"])
+    empty = pa.array([], type=pa.list_(pa.float32()))
+    profile = Ragged.from_arrow(t["loudness_100ms"] if t.num_rows else empty)
+    beats = Ragged.from_arrow(t["beats"] if t.num_rows else empty)
+    return TargetPool(target, cols, regions, profile, beats)
+
+
+def _regions(active: pa.Array, dur: np.ndarray) -> Ragged:
+    """Active regions as ``(start_s, end_s)`` pairs; a stem without any (never silent enough to be cut) gets
+    ``(0, duration)``."""
+    n_reg = pc.fill_null(pc.list_value_length(active), 0).to_numpy().astype(np.int64)
+    pairs = pc.list_flatten(pc.list_flatten(active)).to_numpy(zero_copy_only=False).astype(np.float64)
+    n_eff = n_reg + (n_reg == 0)
+    owner = np.repeat(np.arange(n_eff.size), n_eff)  # the stem of each region slot
+    whole = (n_reg == 0)[owner]
+    flat = np.zeros(2 * owner.size)
+    flat[0::2][~whole], flat[1::2][~whole] = pairs[0::2], pairs[1::2]
+    flat[1::2][whole] = dur[owner[whole]]
+    return Ragged(flat, 2 * (np.cumsum(n_eff) - n_eff), 2 * n_eff)
+
+
+def coherent_songs(pools: dict[str, TargetPool], targets: Sequence[str]) -> dict[str, dict[str, PoolRow]]:
+    """Songs with a stem for every target, all from one source: song -> target -> its first row in key order."""
+    frames = [pd.DataFrame({"song": p.cols["song"], "source": p.cols["source"], "key": p.cols["key"],
+                            "target": name, "pos": np.arange(len(p))}) for name, p in pools.items() if len(p)]
+    if not frames:
+        return {}
+    df = pd.concat(frames, ignore_index=True)
+    per_song = df.groupby("song").agg(sources=("source", "nunique"), targets=("target", "nunique"))
+    ok = per_song.index[(per_song["sources"] == 1) & (per_song["targets"] == len(targets))]
+    if not len(ok):
+        return {}
+    first = df[df["song"].isin(ok)].sort_values("key", kind="stable").drop_duplicates(["song", "target"])
+    out: dict[str, dict[str, PoolRow]] = {}
+    for song, target, pos in zip(first["song"], first["target"], first["pos"], strict=True):
+        out.setdefault(str(song), {})[str(target)] = pools[target].row(int(pos))
+    return {song: {t: out[song][t] for t in targets} for song in sorted(out)}
 
 
 def measured_relative_levels(df: pd.DataFrame, cfg: RemixConfig) -> dict[str, tuple[float, float, int]]:
     """Per target: mean and std of (stem LUFS - mixture LUFS) over the songs that have a ``mixture`` row.
 
-    Silent stems (an instrumental song's vocals) are left out. Targets with no measurement fall back to
-    ``levels.fallback_rel_lufs`` (std 0, count 0).
+    ``df``: the catalogue's ``kind``, ``song``, ``lufs`` and ``target`` columns. Silent stems (an instrumental
+    song's vocals) are left out. Targets with no measurement fall back to ``levels.fallback_rel_lufs`` (std 0,
+    count 0).
     """
     out: dict[str, tuple[float, float, int]] = {}
     mix = df[df["kind"] == "mixture"].dropna(subset=["lufs"]).drop_duplicates("song").set_index("song")["lufs"]
@@ -181,5 +252,5 @@ def measured_relative_levels(df: pd.DataFrame, cfg: RemixConfig) -> dict[str, tu
     return out
 
 
-__all__ = ["POOL_COLUMNS", "PoolRow", "StemPool", "TargetPool", "build_pool", "coherent_songs",
-           "measured_relative_levels", "rows_of", "target_of"]
+__all__ = ["POOL_COLUMNS", "PoolRow", "Ragged", "StemPool", "TargetPool", "build_pool", "coherent_songs",
+           "measured_relative_levels", "target_of"]

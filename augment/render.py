@@ -5,6 +5,13 @@ decoded), channel fitting and resampling (:mod:`stemdb.shaping`: one rule for ev
 augmentation chain, the calibrated level, a common clip-prevention scale, and quantisation to the output's sample
 grid (16-bit by default) *before* the sum, so that ``mixture == sum(stems)`` holds exactly in memory and in the
 written files. The MUSDB18-HQ writer is :mod:`augment.writer`; building a whole set is :mod:`augment.build`.
+
+Two paths give the same bits. A recipe whose stems are all *linear* (gain, polarity, channel swap and the level:
+one factor per stem; 16-bit PCM at the output rate; PCM_16 output) rendered into int16 buffers (the training
+stream's ``dtype="int16"``) goes through one compiled kernel (:mod:`augment.render_kernels`) that reads the int16
+windows and writes the quantised stems and their sum straight into the output (:func:`render_into`). Every other
+recipe, and float32 output, takes the numpy path, stem by stem. Both read windows as slices of memory maps when the
+catalogue has the int16 stem cache (:mod:`stemdb.stem_cache`).
 """
 
 from __future__ import annotations
@@ -20,8 +27,11 @@ import numpy as np
 from augment.config import RemixConfig
 from augment.recipe import Recipe, StemPlan
 from augment.remix import chain_for
+from augment.render_kernels import MEAN, render_linear
+from augment.render_kernels import kernel as fast_kernel
 from augment.transforms import PitchParams, PitchShift, StretchParams, TimeStretch
 from stemdb import audio as audio_io
+from stemdb import stem_cache
 from stemdb.catalog import Catalog
 from stemdb.errors import CatalogError
 from stemdb.measure import integrated_loudness
@@ -38,7 +48,8 @@ _PITCH = PitchShift(min_semitones=-12.0, max_semitones=12.0, p=1.0)
 
 @dataclass(frozen=True)
 class StemSource:
-    """Where a stem's audio is: absolute path, stream (-1: plain file), rate (Hz), frames, channels."""
+    """Where a stem's audio is: absolute path, stream (-1: plain file), rate (Hz), frames, channels, the decoded
+    sample format, and its stem-cache file (None: not cached)."""
 
     path: str
     stream: int
@@ -46,6 +57,7 @@ class StemSource:
     frames: int
     channels: int
     subtype: str = ""
+    cache: str | None = None
 
 
 class StemTable:
@@ -57,13 +69,16 @@ class StemTable:
     @classmethod
     def from_catalog(cls, catalog: str | Path | Catalog) -> StemTable:
         cat = catalog if isinstance(catalog, Catalog) else Catalog.open(catalog)
-        df = cat.stems(columns=["key", "stem_id", "root", "path", "stream", "sample_rate", "frames", "channels",
-                                "subtype"])
+        t = cat.stems_table(columns=["key", "stem_id", "root", "path", "stream", "sample_rate", "frames",
+                                     "channels", "subtype"])
+        cached = stem_cache.cached_ids(cat.root)
+        cdir = str(stem_cache.cache_dir(cat.root))
+        cols = [t[c].to_pylist() for c in ("stem_id", "root", "path", "stream", "sample_rate", "frames", "channels",
+                                           "subtype")]
         return cls({
-            sid: StemSource(str(Path(root) / path), int(stream), int(sr), int(fr), int(ch), str(st))
-            for sid, root, path, stream, sr, fr, ch, st in zip(
-                df["stem_id"], df["root"], df["path"], df["stream"], df["sample_rate"], df["frames"],
-                df["channels"], df["subtype"], strict=True)
+            sid: StemSource(f"{root}/{path}", int(stream), int(sr), int(fr), int(ch), str(st),
+                            f"{cdir}/{sid}.npy" if sid in cached else None)
+            for sid, root, path, stream, sr, fr, ch, st in zip(*cols, strict=True)
         })
 
     def __getitem__(self, stem_id: str) -> StemSource:
@@ -95,10 +110,17 @@ def _read_span(src: StemSource, offset_s: float, frames: int, *, loop: bool, dty
         start = 0
     stream = None if src.stream < 0 else src.stream
     axis = 1 if channels_first else 0
-    a, _ = audio_io.read(src.path, start=start, frames=frames, stream=stream, dtype=dtype,
-                         channels_first=channels_first)
+    mapped = src.cache is not None and dtype == "int16" and not channels_first
+    if mapped:
+        a = _MAPS.get(src.cache)[start : start + frames]
+    else:
+        a, _ = audio_io.read(src.path, start=start, frames=frames, stream=stream, dtype=dtype,
+                             channels_first=channels_first)
     if loop and a.shape[axis] < frames and src.frames > 0:
-        whole, _ = audio_io.read(src.path, stream=stream, dtype=dtype, channels_first=channels_first)
+        if mapped:
+            whole = _MAPS.get(src.cache)
+        else:
+            whole, _ = audio_io.read(src.path, stream=stream, dtype=dtype, channels_first=channels_first)
         reps = int(math.ceil((frames - a.shape[axis]) / whole.shape[axis]))
         a = np.concatenate([a, *([whole] * reps)], axis=axis)
         a = a[:, :frames] if channels_first else a[:frames]
@@ -107,6 +129,8 @@ def _read_span(src: StemSource, offset_s: float, frames: int, *, loop: bool, dty
 
 #: Transforms whose effect is a scalar gain and/or a channel flip: rendered by the fast path.
 LINEAR_TRANSFORMS = frozenset({"gain", "polarity", "channel_swap"})
+#: Stem-cache memory maps of this process.
+_MAPS = stem_cache.MappedStems()
 
 
 def render_stem(plan: StemPlan, recipe: Recipe, table: StemTable, cfg: RemixConfig,
@@ -123,11 +147,8 @@ def render_stem(plan: StemPlan, recipe: Recipe, table: StemTable, cfg: RemixConf
     src = table[plan.stem_id]
     chain = chain_for(cfg, plan.target)
     params = chain.params_from_record(plan.augment) if len(chain) else ()
-    heavy = [t for t, p in zip(chain.transforms, params, strict=True)
-             if p.applied and t.name not in LINEAR_TRANSFORMS]
-    # a pitch shift planned by key-aware mixing for a target whose chain has no pitch transform
-    pitch = 0.0 if "pitch" in chain.names else float(plan.augment.get("pitch_semitones", 0.0) or 0.0)
-    if not heavy and plan.stretch_rate == 1.0 and not pitch and src.sample_rate == recipe.sample_rate:
+    pitch = _planned_pitch(chain, plan)
+    if _is_linear(chain, params, plan, src, recipe):
         _render_linear(dst, plan, src, recipe, params)
         return dst
     rate = plan.stretch_rate
@@ -144,11 +165,19 @@ def render_stem(plan: StemPlan, recipe: Recipe, table: StemTable, cfg: RemixConf
     return dst
 
 
-def _render_linear(dst: np.ndarray, plan: StemPlan, src: StemSource, recipe: Recipe, params: Sequence) -> None:
-    """Fast path: one read (int16 where the file is 16-bit PCM), one scaled copy per channel into ``dst``.
+def _planned_pitch(chain, plan: StemPlan) -> float:  # noqa: ANN001
+    """A pitch shift planned by key-aware mixing for a target whose chain has no pitch transform (else 0)."""
+    return 0.0 if "pitch" in chain.names else float(plan.augment.get("pitch_semitones", 0.0) or 0.0)
 
-    Gain, polarity and the calibrated level fold into one float32 factor; a channel swap is a row flip.
-    """
+
+def _is_linear(chain, params: Sequence, plan: StemPlan, src: StemSource, recipe: Recipe) -> bool:  # noqa: ANN001
+    heavy = [t for t, p in zip(chain.transforms, params, strict=True) if p.applied and t.name not in LINEAR_TRANSFORMS]
+    return (not heavy and plan.stretch_rate == 1.0 and not _planned_pitch(chain, plan)
+            and src.sample_rate == recipe.sample_rate)
+
+
+def _linear_scale(plan: StemPlan, params: Sequence) -> tuple[float, bool]:
+    """Gain, polarity and the calibrated level folded into one factor (float64), and whether to swap channels."""
     scale = 10.0 ** (plan.level_db / 20.0)
     swap = False
     for p in params:
@@ -159,6 +188,14 @@ def _render_linear(dst: np.ndarray, plan: StemPlan, src: StemSource, recipe: Rec
             scale *= float(rec["polarity"])
         if "channel_swap" in rec:
             swap = bool(rec["channel_swap"])
+    return scale, swap
+
+
+def _render_linear(dst: np.ndarray, plan: StemPlan, src: StemSource, recipe: Recipe, params: Sequence) -> None:
+    """Fast path of the numpy renderer: one read (int16 where the file is 16-bit PCM), one scaled copy per channel
+    into ``dst``. Gain, polarity and the calibrated level fold into one float32 factor; a channel swap is a row
+    flip."""
+    scale, swap = _linear_scale(plan, params)
     n = recipe.frames
     as_int = src.subtype == "PCM_16"
     a = _read_span(src, plan.offset_s, n, loop=plan.loop, dtype="int16" if as_int else "float32",
@@ -224,15 +261,104 @@ class Rendered:
 
 
 def render_recipe(recipe: Recipe, table: StemTable, cfg: RemixConfig, *, out: np.ndarray | None = None,
-                  mix_out: np.ndarray | None = None) -> Rendered:
+                  mix_out: np.ndarray | None = None, backend: str = "auto") -> Rendered:
     """Render a recipe in memory. Pure: same recipe + same catalogue audio -> identical arrays.
 
     ``out`` / ``mix_out``: optional preallocated ``(S, C, N)`` / ``(C, N)`` float32 buffers, reused across calls
     by writers and streams. Reuse matters: a fresh 8 MB array costs more in page faults (about 10 ms for a
-    6 s stereo 4-stem mixture, measured) than the whole render.
+    6 s stereo 4-stem mixture, measured) than the whole render. ``backend``: see :func:`render_into`.
     """
     shape = (len(recipe.stems), recipe.channels, recipe.frames)
-    stems = out if out is not None and out.shape == shape else np.empty(shape, dtype=np.float32)
+    stems = out if out is not None and out.shape == shape and out.dtype == np.float32 else np.empty(shape, np.float32)
+    mix = mix_out if mix_out is not None and mix_out.shape == shape[1:] and mix_out.dtype == np.float32 \
+        else np.empty(shape[1:], np.float32)
+    scale_db = render_into(recipe, table, cfg, stems, mix, backend=backend)
+    return Rendered(stems, mix, scale_db)
+
+
+def render_into(recipe: Recipe, table: StemTable, cfg: RemixConfig, stems: np.ndarray, mixture: np.ndarray, *,
+                backend: str = "auto") -> float:
+    """Render a recipe into ``stems`` ``(S, C, N)`` and ``mixture`` ``(C, N)``, both float32 (full scale 1.0) or
+    both int16 (PCM values; PCM_16 recipes only, where it is lossless); returns the clip scale in dB.
+
+    ``backend``: ``"auto"`` (the compiled kernel for a linear recipe rendered to int16, else numpy: for float32
+    output numpy's vectorised passes measured faster, 2.9 against 3.7 ms per 6 s mixture, and for int16 the kernel,
+    3.5 against 4.0 ms, saving the conversion pass), ``"numpy"`` (always the numpy path), ``"kernel"`` (the kernel
+    or a ValueError: for tests). Both paths give identical bits.
+    """
+    if backend not in ("auto", "numpy", "kernel"):
+        raise ValueError(f"backend={backend!r}: allowed are 'auto', 'numpy', 'kernel'")
+    if stems.dtype == np.int16 and recipe.subtype != "PCM_16":
+        raise ValueError(f"int16 output needs a PCM_16 recipe, this one is {recipe.subtype}")
+    use_kernel = backend == "kernel" or (backend == "auto" and stems.dtype == np.int16)
+    if use_kernel and fast_kernel() is not None:
+        inputs = _linear_inputs(recipe, table, cfg)
+        if inputs is not None:
+            g = render_linear(*inputs, stems, mixture, CLIP_LIMIT)
+            return 0.0 if g == 1.0 else 20.0 * math.log10(g)
+    if backend == "kernel":
+        raise ValueError(f"{recipe.mix_id}: not a linear 16-bit recipe (or numba is missing): no kernel path")
+    if stems.dtype == np.float32:
+        return _render_numpy(recipe, table, cfg, stems, mixture)
+    fs, fm = _scratch(stems.shape)
+    scale_db = _render_numpy(recipe, table, cfg, fs, fm)
+    np.multiply(fs, np.float32(32768.0), out=stems, casting="unsafe")  # on the 16-bit grid: exact
+    np.multiply(fm, np.float32(32768.0), out=fm)
+    np.copyto(mixture, np.clip(fm, -32768.0, 32767.0), casting="unsafe")
+    return scale_db
+
+
+_SCRATCH: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _scratch(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Reused float32 buffers of this process for int16 renders on the numpy path (one shape kept)."""
+    if shape not in _SCRATCH:
+        _SCRATCH.clear()
+        _SCRATCH[shape] = (np.empty(shape, np.float32), np.empty(shape[1:], np.float32))
+    return _SCRATCH[shape]
+
+
+_EMPTY = np.zeros((0, 1), dtype=np.int16)
+_EMPTY.flags.writeable = False
+
+
+def _linear_inputs(recipe: Recipe, table: StemTable, cfg: RemixConfig) -> tuple | None:
+    """The kernel's inputs (int16 windows, lengths, factors, channel map) when every stem is linear 16-bit PCM at
+    the output rate and the output is PCM_16; else None."""
+    if recipe.subtype != "PCM_16":
+        return None
+    n_stems, c_out, n = len(recipe.stems), recipe.channels, recipe.frames
+    srcs, lengths = [], np.zeros(n_stems, dtype=np.int64)
+    factors, chan = np.zeros(n_stems, dtype=np.float32), np.zeros((n_stems, c_out), dtype=np.int64)
+    for k, plan in enumerate(recipe.stems):
+        if plan.stem_id is None:
+            srcs.append(_EMPTY)
+            continue
+        src = table[plan.stem_id]
+        chain = chain_for(cfg, plan.target)
+        params = chain.params_from_record(plan.augment) if len(chain) else ()
+        if src.subtype != "PCM_16" or not _is_linear(chain, params, plan, src, recipe):
+            return None
+        scale, swap = _linear_scale(plan, params)
+        a = np.ascontiguousarray(_read_span(src, plan.offset_s, n, loop=plan.loop, dtype="int16",
+                                            channels_first=False))
+        a.flags.writeable = False
+        srcs.append(a)
+        lengths[k] = a.shape[0]
+        factor = np.float32(scale / 32768.0)
+        sources = channel_source(a.shape[1], c_out)
+        if sources is None:  # several channels to mono: their mean (the numpy path's rule and rounding)
+            factors[k], chan[k, :] = np.float32(factor / a.shape[1]), MEAN
+            continue
+        factors[k] = factor
+        for c in range(c_out):
+            chan[k, c_out - 1 - c if swap and c_out == 2 else c] = sources[c]
+    return tuple(srcs), lengths, factors, chan
+
+
+def _render_numpy(recipe: Recipe, table: StemTable, cfg: RemixConfig, stems: np.ndarray, mix: np.ndarray) -> float:
+    """The numpy path: stem by stem into ``stems``, then the clip scale, the grid and the sum into ``mix``."""
     peaks = []
     for k, p in enumerate(recipe.stems):
         render_stem(p, recipe, table, cfg, out=stems[k])
@@ -241,7 +367,7 @@ def render_recipe(recipe: Recipe, table: StemTable, cfg: RemixConfig, *, out: np
     # quantising; the mixture's peak is at most the sum of the stems' peaks, so the sum is skipped when that fits
     peak = max(peaks, default=0.0)
     if sum(peaks) > CLIP_LIMIT:
-        raw = mix_stems(stems, mix_out)
+        raw = mix_stems(stems, mix)
         peak = max(peak, float(raw.max(initial=0.0)), -float(raw.min(initial=0.0)))
     scale_db = 0.0
     if peak > CLIP_LIMIT:
@@ -250,8 +376,8 @@ def render_recipe(recipe: Recipe, table: StemTable, cfg: RemixConfig, *, out: np
         scale_db = 20.0 * math.log10(float(g))
     for row in stems.reshape(-1, stems.shape[-1]):  # row by row while it is hot in cache
         _to_grid(row, recipe.subtype)
-    mix = mix_stems(stems, mix_out)
-    return Rendered(stems, mix, scale_db)
+    mix_stems(stems, mix)
+    return scale_db
 
 
 def measure_recipe(recipe: Recipe, rendered: Rendered) -> Recipe:

@@ -10,9 +10,11 @@ Every transform is a small class in three steps, so that a mixture's recipe alon
 
 A neutral params object (:mod:`augment.params`) makes ``apply`` return its input unchanged.
 
-Drawing: ``draw`` first draws the "is it applied" coin (``rng.random() < p``), then always draws the transform's
-values whatever the coin says, so every transform consumes a fixed number of draws and changing one transform's
-``p`` never shifts the values drawn by the transforms after it. Ranges with ``min == max`` give exactly that value.
+Drawing: a transform consumes a fixed number of uniforms in [0, 1) (:attr:`Transform.n_draws`): the "is it
+applied" coin first (``u < p``), then one per value, used whatever the coin says, so changing one transform's ``p``
+never shifts the values drawn by the transforms after it. :meth:`Transform.draw_columns` draws for many mixtures at
+once from a ``(n, n_draws)`` array of uniforms (the planner's vectorised path); ``draw(rng)`` is the same rule on
+``rng.random(n_draws)``. Ranges with ``min == max`` give exactly that value.
 
 Pitch shift and time stretch run audiomentations' ``PitchShift`` / ``TimeStretch`` with ``method=
 "signalsmith_stretch"`` (the fastest CPU method it offers; the other one is librosa's phase vocoder). The drawn
@@ -53,6 +55,7 @@ from augment.params import (
     check_ordered,
     check_rate,
     db_to_gain,
+    filter_response_db,
     log_uniform,
     number_in,
     uniform,
@@ -73,29 +76,45 @@ __all__ = ["TRANSFORMS", "ChannelSwap", "ChannelSwapParams", "Gain", "GainParams
 class Transform(ABC, Generic[P]):
     """One augmentation: validated ranges, parameters drawn from an explicit generator, pure ``apply``.
 
-    Subclasses set ``name`` (the config key) and ``params_type``, draw values in :meth:`_draw_values` and
-    implement :meth:`apply`.
+    Subclasses set ``name`` (the config key), ``params_type`` and ``n_values`` (uniforms per draw after the coin),
+    map uniforms to values in :meth:`_values` and implement :meth:`apply`.
     """
 
     name: ClassVar[str]
     params_type: ClassVar[type[Params]]
+    n_values: ClassVar[int] = 0
 
     def __init__(self, *, p: float) -> None:
         self.p = number_in(type(self).__name__, "p", p, 0.0, 1.0)
 
+    @property
+    def n_draws(self) -> int:
+        """Uniforms one draw consumes: the coin and :attr:`n_values`."""
+        return 1 + self.n_values
+
     def draw(self, rng: np.random.Generator) -> P:
-        """Draw the params: the coin ``rng.random() < p`` first, then the values (always drawn)."""
+        """Draw the params from ``rng.random(n_draws)``: the coin ``u[0] < p``, then the values (always drawn)."""
         if not isinstance(rng, np.random.Generator):
             raise TypeError(
                 f"{type(self).__name__}.draw: rng must be a numpy.random.Generator, got {type(rng)}"
             )
-        applied = float(rng.random()) < self.p
-        values = self._draw_values(rng)
-        return values if applied else self.params_type()  # type: ignore[return-value]
+        cols = self.draw_columns(rng.random((1, self.n_draws)))
+        return self.params_type.from_record({k: v[0].item() for k, v in cols.items()})  # type: ignore[return-value]
+
+    def draw_columns(self, u: np.ndarray) -> dict[str, np.ndarray]:
+        """Draw for ``n`` mixtures at once from uniforms ``u`` ``(n, n_draws)``: ``{recipe column: (n,) array}``,
+        neutral where the coin says "not applied"; NaN stands for a null (``None``) value."""
+        u = np.asarray(u, dtype=np.float64)
+        if u.ndim != 2 or u.shape[1] != self.n_draws:
+            raise ValueError(f"{type(self).__name__}: uniforms of shape (n, {self.n_draws}) needed, got {u.shape}")
+        applied = u[:, 0] < self.p
+        neutral = self.params_type().to_record()
+        return {k: np.where(applied, v, np.nan if neutral[k] is None else neutral[k])
+                for k, v in self._values(u[:, 1:]).items()}
 
     @abstractmethod
-    def _draw_values(self, rng: np.random.Generator) -> P:
-        """The params when applied; must consume the same number of draws on every call."""
+    def _values(self, u: np.ndarray) -> dict[str, np.ndarray]:
+        """The params' columns when applied, from uniforms ``u`` ``(n, n_values)`` (NaN: null)."""
 
     def resolve(self, audio: np.ndarray, sample_rate: int, params: P) -> P:
         """Fill in params that depend on the audio (only loudness normalisation has any); default: unchanged."""
@@ -141,8 +160,10 @@ class Gain(Transform[GainParams]):
         self.max_db = number_in("Gain", "max_db", max_db, -120.0, 120.0)
         check_ordered("Gain", "min_db", self.min_db, "max_db", self.max_db)
 
-    def _draw_values(self, rng: np.random.Generator) -> GainParams:
-        return GainParams(gain_db=uniform(rng, self.min_db, self.max_db))
+    n_values = 1
+
+    def _values(self, u: np.ndarray) -> dict[str, np.ndarray]:
+        return {"gain_db": uniform(u[:, 0], self.min_db, self.max_db)}
 
     def apply(self, audio: np.ndarray, sample_rate: int, params: GainParams) -> np.ndarray:
         check_audio(audio, "Gain")
@@ -172,10 +193,11 @@ class LoudnessNormalize(Transform[LoudnessParams]):
         self.max_lufs = number_in("LoudnessNormalize", "max_lufs", max_lufs, -70.0, 0.0)
         check_ordered("LoudnessNormalize", "min_lufs", self.min_lufs, "max_lufs", self.max_lufs)
 
-    def _draw_values(self, rng: np.random.Generator) -> LoudnessParams:
-        return LoudnessParams(
-            loudness_target_lufs=uniform(rng, self.min_lufs, self.max_lufs), loudness_gain_db=None
-        )
+    n_values = 1
+
+    def _values(self, u: np.ndarray) -> dict[str, np.ndarray]:
+        return {"loudness_target_lufs": uniform(u[:, 0], self.min_lufs, self.max_lufs),
+                "loudness_gain_db": np.full(len(u), np.nan)}
 
     def resolve(self, audio: np.ndarray, sample_rate: int, params: LoudnessParams) -> LoudnessParams:
         """Measure ``audio`` and fill ``loudness_gain_db`` (if a target is set and the gain is not yet known)."""
@@ -236,8 +258,10 @@ class PitchShift(Transform[PitchParams]):
         self.max_semitones = number_in("PitchShift", "max_semitones", max_semitones, -24.0, 24.0)
         check_ordered("PitchShift", "min_semitones", self.min_semitones, "max_semitones", self.max_semitones)
 
-    def _draw_values(self, rng: np.random.Generator) -> PitchParams:
-        return PitchParams(pitch_semitones=uniform(rng, self.min_semitones, self.max_semitones))
+    n_values = 1
+
+    def _values(self, u: np.ndarray) -> dict[str, np.ndarray]:
+        return {"pitch_semitones": uniform(u[:, 0], self.min_semitones, self.max_semitones)}
 
     def apply(self, audio: np.ndarray, sample_rate: int, params: PitchParams) -> np.ndarray:
         check_audio(audio, "PitchShift")
@@ -266,8 +290,10 @@ class TimeStretch(Transform[StretchParams]):
         self.max_rate = number_in("TimeStretch", "max_rate", max_rate, 0.1, 10.0)
         check_ordered("TimeStretch", "min_rate", self.min_rate, "max_rate", self.max_rate)
 
-    def _draw_values(self, rng: np.random.Generator) -> StretchParams:
-        return StretchParams(stretch_rate=uniform(rng, self.min_rate, self.max_rate))
+    n_values = 1
+
+    def _values(self, u: np.ndarray) -> dict[str, np.ndarray]:
+        return {"stretch_rate": uniform(u[:, 0], self.min_rate, self.max_rate)}
 
     def apply(self, audio: np.ndarray, sample_rate: int, params: StretchParams) -> np.ndarray:
         check_audio(audio, "TimeStretch")
@@ -291,8 +317,8 @@ class ChannelSwap(Transform[ChannelSwapParams]):
     def __init__(self, *, p: float = 0.5) -> None:
         super().__init__(p=p)
 
-    def _draw_values(self, rng: np.random.Generator) -> ChannelSwapParams:
-        return ChannelSwapParams(channel_swap=True)
+    def _values(self, u: np.ndarray) -> dict[str, np.ndarray]:
+        return {"channel_swap": np.ones(len(u), dtype=bool)}
 
     def apply(self, audio: np.ndarray, sample_rate: int, params: ChannelSwapParams) -> np.ndarray:
         check_audio(audio, "ChannelSwap")
@@ -312,8 +338,8 @@ class Polarity(Transform[PolarityParams]):
     def __init__(self, *, p: float = 0.5) -> None:
         super().__init__(p=p)
 
-    def _draw_values(self, rng: np.random.Generator) -> PolarityParams:
-        return PolarityParams(polarity=-1)
+    def _values(self, u: np.ndarray) -> dict[str, np.ndarray]:
+        return {"polarity": np.full(len(u), -1, dtype=np.int64)}
 
     def apply(self, audio: np.ndarray, sample_rate: int, params: PolarityParams) -> np.ndarray:
         check_audio(audio, "Polarity")
@@ -322,26 +348,6 @@ class Polarity(Transform[PolarityParams]):
                 f"Polarity: polarity={params.polarity!r} must be +1 or -1", key="polarity"
             )
         return audio if params.polarity == 1 else -audio
-
-
-def _q_to_octaves(q: float) -> float:
-    """Bandwidth in octaves of a filter of quality ``q`` (the peaking-EQ relation ``1/Q = 2 sinh(ln2 / 2 * BW)``)."""
-    return 2.0 * math.asinh(1.0 / (2.0 * q)) / math.log(2.0)
-
-
-def filter_response_db(freqs_hz: np.ndarray, freq_hz: float, gain_db: float, q: float) -> np.ndarray:
-    """Magnitude response in dB of the spectral filter at ``freqs_hz``.
-
-    ``H_dB(f) = gain_db * exp(-0.5 * (log2(f / freq_hz) / sigma) ** 2)``: a Gaussian bump (boost, ``gain_db > 0``)
-    or dip (cut, ``gain_db < 0``) on a log2-frequency axis. Its full width at half the dB gain is the bandwidth
-    ``BW`` octaves of a peaking filter of quality ``q`` (``1/q = 2 sinh(ln 2 / 2 * BW)``; q = 1 is 1.39 octaves),
-    so ``sigma = BW / (2 sqrt(2 ln 2))`` octaves. DC (f = 0) is at 0 dB.
-    """
-    f = np.asarray(freqs_hz, dtype=np.float64)
-    sigma = _q_to_octaves(q) / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-    with np.errstate(divide="ignore"):
-        octaves = np.log2(f / freq_hz)
-    return np.where(f > 0, gain_db * np.exp(-0.5 * (octaves / sigma) ** 2), 0.0)
 
 
 class SpectralFilter(Transform[SpectralFilterParams]):
@@ -384,13 +390,13 @@ class SpectralFilter(Transform[SpectralFilterParams]):
         self.max_q = number_in(o, "max_q", max_q, 0.1, 20.0)
         check_ordered(o, "min_q", self.min_q, "max_q", self.max_q)
 
-    def _draw_values(self, rng: np.random.Generator) -> SpectralFilterParams:
-        freq = log_uniform(rng, self.min_freq_hz, self.max_freq_hz)
-        gain = uniform(rng, self.min_gain_db, self.max_gain_db)
-        q = uniform(rng, self.min_q, self.max_q)
-        if gain == 0.0:  # a 0 dB filter is the neutral value
-            return SpectralFilterParams()
-        return SpectralFilterParams(filter_freq_hz=freq, filter_gain_db=gain, filter_q=q)
+    n_values = 3
+
+    def _values(self, u: np.ndarray) -> dict[str, np.ndarray]:
+        gain = uniform(u[:, 1], self.min_gain_db, self.max_gain_db)
+        on = gain != 0.0  # a 0 dB filter is the neutral value
+        return {"filter_freq_hz": np.where(on, log_uniform(u[:, 0], self.min_freq_hz, self.max_freq_hz), 0.0),
+                "filter_gain_db": gain, "filter_q": np.where(on, uniform(u[:, 2], self.min_q, self.max_q), 0.0)}
 
     def apply(self, audio: np.ndarray, sample_rate: int, params: SpectralFilterParams) -> np.ndarray:
         check_audio(audio, "SpectralFilter")

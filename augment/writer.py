@@ -50,10 +50,11 @@ def is_complete(out: Path, recipe: Recipe) -> bool:
     return all((d / f"{n}.wav").is_file() for n in ("mixture", *recipe.targets))
 
 
-def remove_stale(out: Path, recipes: Iterable[Recipe]) -> int:
-    """Remove mixture folders (and leftover temp folders) under ``out`` that belong to none of ``recipes``, then
-    split folders left empty. Returns how many mixture folders were removed."""
-    keep = {(r.split, r.mix_id) for r in recipes}
+def remove_stale(out: Path, keep: Iterable[Recipe] | set[tuple[str, str]]) -> int:
+    """Remove mixture folders (and leftover temp folders) under ``out`` that belong to none of ``keep`` (recipes,
+    or ``(split, mix_id)`` pairs), then split folders left empty. Returns how many mixture folders were removed."""
+    if not isinstance(keep, set):
+        keep = {(r.split, r.mix_id) for r in keep}
     removed = 0
     for split_dir in (d for d in out.iterdir() if d.is_dir() and not d.name.startswith(".")):
         for d in split_dir.iterdir():

@@ -6,6 +6,8 @@ Run: .venv/bin/python bench/ingest.py [--hours 1 --big-hours 4 --rows 1000000] (
 (b) full ingest (no tempo) of the same corpus with one worker process (per-core comparison), then with two;
 Peak RSS of an ingest run (in a child process) for a 1 h and a 4 h corpus: must not grow with corpus size.
 A synthetic catalogue of 1,000,000 rows: open and filter by kind and split, time and RSS (child process).
+With ``--profile``: where one in-process ingest's time goes (a warm second run, cProfile), every part in ms per
+stem next to decode-only's, so what remains above the decode is measured part by part.
 The ratio printed last is ingest throughput / decode-only throughput (goal >= 0.5).
 """
 
@@ -112,6 +114,46 @@ def million_rows(cat: Path, n: int = 1_000_000) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+#: (label, module file suffix, function name) of the parts the profile reports, in pipeline order.
+PARTS = [
+    ("scan + plan (stat every file, skip unchanged)", "stemdb/ingest.py", "plan"),
+    ("decode (audio.load: one open, info + samples)", "stemdb/audio.py", "load"),
+    ("measure() total", "stemdb/measure.py", "measure"),
+    ("  K-weighting + per-hop energies (numba pass 1)", "stemdb/measure_kernels.py", "k_hop_energies"),
+    ("  peak/RMS/clipping/silence + PCM16 (numba pass 2)", "stemdb/measure_kernels.py", "sample_stats"),
+    ("  content hash (XXH3-128 of the PCM)", "stemdb/measure_kernels.py", "hash_pcm"),
+    ("  loudness gating (blocks from hops, two gates)", "stemdb/bs1770.py", "gated_loudness"),
+    ("row building (_row)", "stemdb/ingest.py", "_row"),
+    ("catalogue commits (Arrow table + Parquet part, atomic)", "stemdb/ingest.py", "_commit"),
+    ("finalize (duplicates, leakage, compaction)", "stemdb/ingest.py", "finalize"),
+    ("whole ingest_sources", "stemdb/ingest.py", "ingest_sources"),
+]
+
+
+def profile_parts(root: Path, work: Path) -> list[tuple[str, float]]:
+    """ms per stem of each part of :data:`PARTS` in a warm in-process ingest (1 worker), plus decode-only."""
+    import cProfile
+    import pstats
+
+    from stemdb.config import IngestConfig, SourceConfig, StemsLayout
+    from stemdb.ingest import ingest_sources
+
+    src = [SourceConfig(name="b", root=root, layout=StemsLayout())]
+    cfg = IngestConfig(tempo=False, workers=1, batch_size=64)
+    ingest_sources(src, work / "warm", cfg=cfg)  # numba kernels loaded, page cache warm
+    n = len(list(root.rglob("*.wav")))
+    prof = cProfile.Profile()
+    prof.enable()
+    ingest_sources(src, work / "prof", cfg=cfg)
+    prof.disable()
+    stats = pstats.Stats(prof).stats
+    out = [("decode-only (soundfile read, no profiler)", decode_only(root) / n * 1e3)]
+    for label, suffix, func in PARTS:
+        cum = sum(v[3] for (file, _line, name), v in stats.items() if file.endswith(suffix) and name == func)
+        out.append((label, cum / n * 1e3))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hours", type=float, default=1.0)
@@ -119,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, default=1_000_000, help="rows of the synthetic catalogue query")
     ap.add_argument("--workdir", type=Path, default=None, help="default: a fresh temporary folder")
     ap.add_argument("--smoke", action="store_true", help="36 s of audio, no big corpus, 10,000 rows")
+    ap.add_argument("--profile", action="store_true", help="also print where an ingest's time goes, per stem")
     args = ap.parse_args(argv)
     if args.smoke:
         args.hours, args.big_hours, args.rows = 0.01, 0.0, 10_000
@@ -137,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ingest, 1 worker:  {one['seconds']:.2f} s = {secs / one['seconds']:,.0f}x real time, "
           f"peak RSS {one['rss_mb']:.0f} MB")
     print(f"ingest, {two_workers} workers: {two['seconds']:.2f} s = {secs / two['seconds']:,.0f}x real time")
+    if args.profile:
+        print("profile, ms per stem (cProfile, inflates small calls; decode-only unprofiled):")
+        for label, ms in profile_parts(w / "corpus1", w):
+            print(f"  {label}: {ms:.3f} ms")
     if args.big_hours > 0:
         big = build_corpus(w / "corpus4", args.big_hours)
         decode_only(w / "corpus4")

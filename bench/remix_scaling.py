@@ -5,8 +5,8 @@ Run: .venv/bin/python bench/remix_scaling.py [--workers 1 2 4 8 16] [--n 2000] [
 
 One catalogue of the bundled fixtures (multitracks and loose stems; no pitch shift or time stretch: gain,
 calibrated levels, channel swap, polarity). For each worker count ``w`` (never more than the machine's cores, said
-when capped) ``build_remix(workers=w)`` plans ``n`` recipes and renders and writes them (MUSDB18-HQ layout, 16-bit
-WAV, five files per mixture) into an empty folder, which is deleted afterwards. The output goes to ``/dev/shm``
+when capped) ``build_remix(workers=w)`` plans ``n`` recipes (each chunk in the worker that renders it, since
+issue 17) and renders and writes them (MUSDB18-HQ layout, 16-bit WAV, five files per mixture) into an empty folder, which is deleted afterwards. The output goes to ``/dev/shm``
 when it has room (so the disk's write speed does not set the figure; said in the output), else to ``--workdir``.
 Every build must write the same ``recipes.parquet``. Throughput is mixtures per wall second of the whole call
 (planning, pool start and the final ``recipes.parquet`` included). ``--n-per-worker K`` renders ``min(n, K * w)``

@@ -34,12 +34,8 @@ from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote, unmapped
 
-from augment.build import chunked, finish_remix, render_chunk
+from augment.build import BuildPlan, chunked, fill_warning, finish_remix, prepare_build, render_chunk
 from augment.config import ProjectConfig, RemixConfig, load_project
-from augment.fill import fill_check
-from augment.pool import build_pool
-from augment.recipe import Recipe
-from augment.remix import plan_recipes
 from pipelines.artifacts import publish_catalog_stats, publish_catalog_table, publish_remix_stats
 from pipelines.params import (
     DEFAULT_REMIX_OUT,
@@ -58,6 +54,7 @@ from pipelines.params import (
     check_params,
     pipelines_config,
 )
+from stemdb import stem_cache
 from stemdb.catalog import Catalog
 from stemdb.config import IngestConfig, SourceConfig
 from stemdb.errors import CatalogError, ConfigError
@@ -177,22 +174,22 @@ def _run_mapped(runner: TaskRunner, t: Any, iterable: dict[str, Sequence[Any]], 
 @task(name="measure-batch", cache_policy=NO_CACHE, persist_result=False)
 def measure_batch_task(jobs: list[FileJob], catalog: str, cfg: IngestConfig) -> dict[str, int]:
     """Measure a batch of files (``stemdb.ingest.measure_job``) and commit them to the catalogue as one part."""
-    results = [measure_job(j, cfg) for j in jobs]
+    results = [measure_job(j, cfg, catalog=catalog) for j in jobs]
     rows, rejects = commit_results(Catalog.open(catalog), results)
     return {"files": len(jobs), "rows": rows, "rejects": rejects}
 
 
 @task(name="render-chunk", cache_policy=NO_CACHE, persist_result=False)
-def render_chunk_task(chunk: list[Recipe], catalog: str, out: str, cfg: RemixConfig) -> int:
-    """Render and write one chunk of recipes (``augment.build.render_chunk``); returns how many were rendered
-    (0 when the chunk was already complete)."""
-    return render_chunk(chunk, catalog, out, cfg)
+def render_chunk_task(chunk: range, plan: BuildPlan, catalog: str, out: str, cfg: RemixConfig) -> int:
+    """Plan, render and write one chunk of mixture indices (``augment.build.render_chunk``); returns how many were
+    rendered (0 when the chunk was already complete)."""
+    return render_chunk(chunk, plan, catalog, out, cfg)
 
 
 @task(name="finish-remix", cache_policy=NO_CACHE, persist_result=False)
-def finish_remix_task(out: str, recipes: list[Recipe], chunk_size: int) -> str:
-    """Collect the chunk parts into ``recipes.parquet`` and remove stale folders (``augment.build.finish_remix``)."""
-    return str(finish_remix(Path(out), recipes, chunk_size=chunk_size))
+def finish_remix_task(out: str, plan: BuildPlan, targets: list[str]) -> str:
+    """Stream the chunk parts into ``recipes.parquet`` and remove stale folders (``augment.build.finish_remix``)."""
+    return str(finish_remix(Path(out), plan, targets))
 
 
 @task(name="publish-remix-stats", cache_policy=NO_CACHE, persist_result=False)
@@ -262,6 +259,8 @@ def ingest_stems_flow(
                                   {"catalog": str(cat.root), "cfg": icfg})
     deleted = mark_deleted(cat, {s.name for s in srcs}, {k for j in jobs for k in j.row_keys()})
     dups, leaks = finalize(cat, fixed_keys={k for j in todo for k in j.row_keys()})
+    if icfg.cache == "int16":
+        stem_cache.fill(cat.root)
     summary = cat.summary()
     out = {"catalog": str(cat.root), "scanned": len(jobs), "unchanged": len(same),
            **{k: sum(r[f] for r in results) for k, f in (("measured", "files"), ("rows", "rows"),
@@ -288,8 +287,9 @@ def build_remix_flow(
     chunk_size: ChunkSize | None = None,
     task_runner: TaskRunnerName | None = None,
 ) -> dict[str, Any]:
-    """Plan ``n_mixtures`` random mixtures, render them in mapped chunks, write ``recipes.parquet``, and publish the
-    set's statistics as artifacts (the meaning of ``stemdb remix``).
+    """Plan and render ``n_mixtures`` random mixtures in mapped chunks (each task plans its own chunk, so planning
+    runs in parallel too), write ``recipes.parquet``, and publish the set's statistics as artifacts (the meaning of
+    ``stemdb remix``).
 
     Args:
         catalog: catalogue folder (default: the config's ``catalog``).
@@ -312,28 +312,28 @@ def build_remix_flow(
     open_catalog(cat_path)
     out = p.out.resolve()
 
-    pool = build_pool(cat_path, cfg.remix)
-    recipes = plan_recipes(cat_path, n=p.n_mixtures, seed=p.seed, cfg=cfg.remix, seconds=p.seconds, pool=pool)
-    if warning := fill_check(pool, recipes, short=cfg.remix.short).warning():
+    plan, pool = prepare_build(cat_path, cfg.remix, n=p.n_mixtures, seed=p.seed, seconds=p.seconds,
+                               chunk_size=pcfg.chunk_size)
+    if warning := fill_warning(pool, cfg.remix, plan):
         logger.warning("build-remix: %s", warning)
-    size = pcfg.chunk_size
-    chunks = chunked(recipes, size)
-    logger.info("build-remix: %d mixtures planned in %d chunks of %d -> %s (task runner %s)",
-                len(recipes), len(chunks), size, out, pcfg.task_runner)
+    chunks = plan.chunks()
+    n = p.n_mixtures
+    logger.info("build-remix: %d mixtures in %d chunks of %d, planned and rendered per chunk -> %s (task runner %s)",
+                n, len(chunks), plan.chunk_size, out, pcfg.task_runner)
     out.mkdir(parents=True, exist_ok=True)
     results, errors = _run_mapped(make_task_runner(pcfg), _io_task(render_chunk_task, pcfg), {"chunk": chunks},
-                                  {"catalog": str(cat_path), "out": str(out), "cfg": cfg.remix})
+                                  {"plan": plan, "catalog": str(cat_path), "out": str(out), "cfg": cfg.remix})
     if errors:
         raise RuntimeError(f"build-remix: {len(errors)} of {len(chunks)} chunks failed; the {len(results)} finished "
                            f"chunks are kept, rerun with the same parameters to resume: {errors[0]!r}") from errors[0]
     rendered = int(sum(results))
-    _io_task(finish_remix_task, pcfg)(str(out), quote(recipes), size)
+    _io_task(finish_remix_task, pcfg)(str(out), plan, list(cfg.remix.targets))
     publish_remix_stats_task(str(out), str(cat_path))
-    hours = sum(r.duration_s for r in recipes) / 3600.0
+    hours = n * float(p.seconds if p.seconds is not None else cfg.remix.seconds) / 3600.0
     secs = time.perf_counter() - t0
     logger.info("build-remix: %d mixtures (%d rendered, %d already there), %.3f h of audio in %.1f s -> %s",
-                len(recipes), rendered, len(recipes) - rendered, hours, secs, out)
-    return {"out": str(out), "mixtures": len(recipes), "rendered": rendered, "skipped": len(recipes) - rendered,
+                n, rendered, n - rendered, hours, secs, out)
+    return {"out": str(out), "mixtures": n, "rendered": rendered, "skipped": n - rendered,
             "chunks": len(chunks), "hours": hours, "seconds": secs, "task_runner": pcfg.task_runner}
 
 

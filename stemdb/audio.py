@@ -12,6 +12,9 @@ Two decoders, chosen by the file's ending (the faster one per format, docs/bench
   installed libsndfile predates Opus). These are decoded from the start of the stream (a window stops decoding at
   its end), because seeking in them is not sample-exact for every codec; a window costs up to a whole decode.
 
+The stem cache (``ingest.cache: int16``, :mod:`stemdb.stem_cache`) holds 16-bit PCM as plain ``.npy`` files,
+written by :func:`write_pcm16` and memory-mapped by :func:`open_pcm16`.
+
 Native MUSDB18 ``.stem.mp4`` files hold five AAC streams (mixture, drums, bass, other, vocals in that order); a single
 stream is addressed by ``stream=`` (its index among the file's audio streams).
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import mmap
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -108,6 +112,7 @@ def read(
     stream: int | None = None,
     dtype: str = "float32",
     channels_first: bool = True,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int]:
     """Decode audio, optionally a window of it, as ``(channels, samples)``.
 
@@ -121,6 +126,8 @@ def read(
         dtype: ``"float32"`` (full scale ±1.0) or ``"int16"`` (raw PCM where the file allows; cheaper).
         channels_first: ``False`` returns the decoder's interleaved ``(samples, channels)`` array as it is, saving
             the transposing copy for callers that read channels as strided views (the renderer's fast path).
+        out: with ``channels_first=False``, a reused ``(>= frames, channels)`` buffer of ``dtype`` that soundfile
+            formats decode into (no fresh array, so no page faults per read); the result is a view of it.
 
     Soundfile windows are read by seeking: only the window is decoded. PyAV formats are decoded from the start up
     to the window's end.
@@ -146,7 +153,10 @@ def read(
         with sf.SoundFile(str(p)) as f:
             if start:
                 f.seek(min(start, f.frames))
-            data = f.read(frames=-1 if frames is None else frames, dtype=dtype, always_2d=True)
+            n = -1 if frames is None else frames
+            use = out is not None and not channels_first and frames is not None and out.shape[0] >= frames \
+                and out.shape[1:] == (f.channels,) and out.dtype == np.dtype(dtype)
+            data = f.read(frames=n, dtype=dtype, always_2d=True, out=out[:frames] if use else None)
             sr = int(f.samplerate)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise AudioReadError(p, f"decoding failed ({exc})") from exc
@@ -265,6 +275,35 @@ def write(
     except Exception as exc:
         raise AudioWriteError(p, str(exc)) from exc
     return p
+
+
+def write_pcm16(path: str | Path, pcm: np.ndarray) -> Path:
+    """Write int16 PCM ``(channels, samples)`` as an uncompressed ``.npy`` of ``(samples, channels)`` (atomic):
+    the layout of the stem cache, which :func:`open_pcm16` maps into memory."""
+    p = Path(path)
+    if pcm.dtype != np.int16 or pcm.ndim != 2:
+        raise AudioWriteError(p, f"PCM must be (channels, samples) int16, got {pcm.dtype} {pcm.shape}")
+    with atomic_open(p, "wb") as fh:
+        np.lib.format.write_array(fh, np.ascontiguousarray(pcm.T), allow_pickle=False)
+    return p
+
+
+def open_pcm16(path: str | Path) -> np.ndarray:
+    """Memory-map a file written by :func:`write_pcm16`: a read-only ``(samples, channels)`` int16 view (pages are
+    read from the page cache on first touch; nothing is copied)."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = header(fh)
+            offset = fh.tell()
+            mm = mmap.mmap(fh.fileno(), 0, prot=mmap.PROT_READ)
+    except (OSError, ValueError) as exc:
+        raise AudioReadError(p, f"not a PCM cache file ({exc})") from exc
+    if dtype != np.int16 or fortran or len(shape) != 2:
+        raise AudioReadError(p, f"not a PCM cache file: {dtype} {shape} fortran={fortran}")
+    return np.frombuffer(mm, dtype=np.int16, count=shape[0] * shape[1], offset=offset).reshape(shape)
 
 
 def to_float32(audio: np.ndarray) -> np.ndarray:

@@ -226,6 +226,18 @@ class Catalog:
         By default duplicates (``duplicate_of`` set) and deleted files are left out, so every row is usable audio.
         ``min_duration`` in seconds; ``max_silence`` is the largest ``silence_ratio`` kept.
         """
+        t = self.stems_table(kind=kind, split=split, source=source, song=song, min_duration=min_duration,
+                             max_silence=max_silence, include_duplicates=include_duplicates,
+                             include_deleted=include_deleted, columns=columns)
+        return t.to_pandas()
+
+    def stems_table(self, *, kind: str | Iterable[str] | None = None, split: str | Iterable[str] | None = None,
+                    source: str | Iterable[str] | None = None, song: str | Iterable[str] | None = None,
+                    min_duration: float | None = None, max_silence: float | None = None,
+                    include_duplicates: bool = False, include_deleted: bool = False,
+                    columns: list[str] | None = None) -> pa.Table:
+        """:meth:`stems` as an Arrow table (sorted by ``key`` when it is among the columns), without the pandas
+        conversion: what large readers (the remix pool) use."""
         expr = None
         for col, val in (("kind", kind), ("split", split), ("source", source), ("song", song)):
             if val is not None:
@@ -240,7 +252,7 @@ class Catalog:
         if not include_deleted:
             expr = _and(expr, pc.field("deleted") == False)  # noqa: E712 - Arrow expression
         t = self.table("stems", columns=columns, filter=expr)
-        return t.to_pandas().sort_values("key", ignore_index=True) if "key" in t.column_names else t.to_pandas()
+        return t.sort_by("key") if "key" in t.column_names else t
 
     def rejects(self) -> pd.DataFrame:
         """The rejects table (``path``, ``reason``, ...) as a DataFrame."""

@@ -160,6 +160,8 @@ class IngestConfig(_Frozen):
     tempo: bool = True
     workers: int = Field(0, ge=0, description="process-pool size; 0 = one per core")
     batch_size: int = Field(16, ge=1, description="files measured between two catalogue commits")
+    cache: Literal["none", "int16"] = Field(
+        "none", description="int16: keep 16-bit PCM stems memory-mappable in <catalog>/cache/int16 (stemdb.stem_cache)")
     taxonomy: Taxonomy = Taxonomy()
 
 

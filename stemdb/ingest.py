@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from stemdb import audio as audio_io
+from stemdb import stem_cache
 from stemdb.catalog import SCHEMA_VERSION, Catalog
 from stemdb.config import (
     IngestConfig,
@@ -70,8 +71,9 @@ class IngestReport:
 # measuring (runs in worker processes)
 
 
-def measure_job(job: FileJob, cfg: IngestConfig) -> tuple[list[dict], list[dict]]:
-    """Decode and measure one file. Returns (stem rows, reject rows); never raises for bad audio."""
+def measure_job(job: FileJob, cfg: IngestConfig, *, catalog: str | Path | None = None) -> tuple[list[dict], list[dict]]:
+    """Decode and measure one file. Returns (stem rows, reject rows); never raises for bad audio. With
+    ``cfg.cache == "int16"`` and the ``catalog`` folder given, 16-bit PCM stems also go to the stem cache."""
 
     now = datetime.now(UTC)
     full = Path(job.root) / job.path
@@ -118,6 +120,7 @@ def measure_job(job: FileJob, cfg: IngestConfig) -> tuple[list[dict], list[dict]
             rejects.append(_reject(job, key, why, now))
             continue
         rows.append({**_row(job, key, i if job.is_stem_mp4 else -1, kind, a, sr, info, m, now), **quality})
+        stem_cache.keep(catalog if cfg.cache == "int16" else None, info.subtype, m.content_hash, a)
     return rows, rejects
 
 
@@ -258,6 +261,8 @@ def ingest_sources(
     )
     measured_keys = {k for j in todo for k in j.row_keys()}
     report.duplicates, report.leakage = finalize(cat, fixed_keys=measured_keys)
+    if cfg.cache == "int16":
+        stem_cache.fill(cat.root)  # stems measured before the cache was on; logs the cache's size
     report.unmapped, report.lossy = quality_counts(cat)
     report.summary = cat.summary().line()
     report.seconds = time.perf_counter() - t0
@@ -289,7 +294,7 @@ def _measure_all(
     workers = cfg.workers or (os.cpu_count() or 1)
     if workers <= 1 or len(todo) <= 1:
         for job in todo:
-            take(measure_job(job, cfg))
+            take(measure_job(job, cfg, catalog=cat.root))
     else:
         if cfg.tempo:
             warm_up_tempo()  # the workers inherit librosa's compiled kernels (see warm_up_tempo)
@@ -297,7 +302,7 @@ def _measure_all(
             pending: set[Future] = set()
             it = iter(todo)
             for job in it:
-                pending.add(pool.submit(measure_job, job, cfg))
+                pending.add(pool.submit(measure_job, job, cfg, catalog=cat.root))
                 if len(pending) >= workers * 4:
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for f in finished:

@@ -30,6 +30,7 @@ LAST_LINE: dict[str, tuple[list[str], str]] = {
     "remix.py": ([], rf"ratio naive/stemdb: {NUM}"),
     "separate_long.py": ([], rf"ratio worst peak RSS / 4 GiB budget: {NUM}"),
     "remix_scaling.py": ([], rf"speed-up \d+ workers / \d+ worker\(s\): {NUM}x"),
+    "scale.py": ([], rf"per-item cost ratio \d+ / \d+ stems: open\+filter {NUM}, planning {NUM}, loader {NUM}"),
     "stream.py": ([], rf"ratio naive/stream: {NUM}"),
     "stream_gpu.py": ([], rf"ratio fed/synthetic step rate: {NUM}"),
     "stream_gpu_augment.py": ([], rf"ratio per-item / one-rate baseline: pitch {NUM}x, stretch {NUM}x"),

@@ -4,9 +4,12 @@ digests.
 The catalogue is the bundled fixtures ingested as ``data.yaml`` describes them (tempo off: the remix does not read
 it), and the set is ``stemdb remix --n 40 --seconds 4 --seed 7`` with ``data.yaml``'s remix section. Every file of
 the set (the 40 mixture folders, ``recipes.parquet`` and the ``.parts`` records: 203 files) must have the MD5
-recorded in ``tests/golden/remix-n40-s4-seed7.md5``: taken on main (7cb3ade) before the architecture change of issue
-10, which left every byte as it was (also checked against 2a2b745, before PyAV decoded the ``.stem.mp4`` fixture and
-so changed its stem ids, and with them every mixture's name).
+recorded in ``tests/golden/remix-n40-s4-seed7.md5``. History: first taken on main (7cb3ade) before the architecture
+change of issue 10, which left every byte as it was (also checked against 2a2b745, before PyAV decoded the
+``.stem.mp4`` fixture and so changed its stem ids, and with them every mixture's name); retaken for issue 17, whose
+vectorised planner draws from counter-based uniforms (recipe schema version 2: other recipes, so other mixtures,
+names and part files; the renderer's bits for a given recipe are unchanged, ``tests/test_render_kernels.py``), with
+1 and 2 workers giving the same digests.
 
 When a change of the bytes is intended (a renderer or recipe change, a new recipe column), regenerate the digests
 with the same commands and say why in the commit::

@@ -7,8 +7,13 @@ One harness for the whole session (starting a server takes 20-40 s on a busy 2-c
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import shutil
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -205,7 +210,7 @@ def test_a_failing_chunk_is_retried_and_an_interrupted_build_resumes(
     calls: dict[int, int] = {}
 
     def flaky(chunk, *a, **k):  # noqa: ANN001, ANN002, ANN003
-        first = chunk[0].index
+        first = chunk.start
         calls[first] = calls.get(first, 0) + 1
         if first == 2 and (mode == "always" or calls[first] == 1):
             raise OSError(f"injected failure of the chunk starting at mixture {first}")
@@ -235,15 +240,71 @@ def test_a_failing_chunk_is_retried_and_an_interrupted_build_resumes(
     assert tree(out) == tree(reference)
 
 
-def test_dask_local_cluster_gives_the_same_bytes_as_threads(prefect_harness, fixture_catalog: Path,
-                                                            tmp_path: Path, reference: Path) -> None:
-    cfg = write_config(tmp_path / "data.yaml", {"task_runner": "dask", "dask_workers": 2})
+def _start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dask", *args], env=env, cwd=log.parent,
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+
+@pytest.fixture()
+def dask_cluster(tmp_path: Path) -> Iterator[str]:
+    """A Dask cluster as users run one: ``dask scheduler`` and two ``dask worker`` commands (one single-threaded
+    worker each, under its nanny), every one its own process, on 127.0.0.1; yields the scheduler's address."""
+    from distributed import Client
+
+    work = tmp_path / "dask"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    sched = work / "scheduler.json"
+    procs = [_start(["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file",
+                     str(sched)], work / "scheduler.log", env)]
+    try:
+        deadline = time.monotonic() + 120
+        while not sched.is_file() and time.monotonic() < deadline and procs[0].poll() is None:
+            time.sleep(0.2)
+        assert sched.is_file(), (work / "scheduler.log").read_text()[-2000:]
+        for k in range(2):
+            procs.append(_start(["worker", "--scheduler-file", str(sched), "--nthreads", "1", "--nworkers", "1",
+                                 "--no-dashboard", "--host", "127.0.0.1", "--name", f"w{k}", "--local-directory",
+                                 str(work / f"w{k}")], work / f"worker-{k}.log", env))
+        with Client(scheduler_file=str(sched), timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield json.loads(sched.read_text())["address"]
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _tasks_per_worker(address: str) -> dict[str, int]:
+    """Tasks each worker of the cluster has finished (its state machine's count of tasks that reached memory)."""
+    from distributed import Client
+
+    def done(dask_worker) -> int:  # noqa: ANN001 - the worker object distributed passes in
+        return sum(1 for (_key, start, finish, *_rest) in dask_worker.state.log
+                   if start == "executing" and finish == "memory")
+
+    with Client(address, timeout=60) as client:
+        return {info["name"]: n for (addr, n) in client.run(done).items()
+                for a, info in client.scheduler_info()["workers"].items() if a == addr}
+
+
+def test_build_remix_on_a_dask_cluster_of_separate_processes_equals_threads(
+        prefect_harness, fixture_catalog: Path, config_file: Path, tmp_path: Path, dask_cluster: str) -> None:
+    threads = tmp_path / "threads"
+    assert remix(threads, fixture_catalog, config_file).is_completed()
+    cfg = write_config(tmp_path / "data.yaml", {"task_runner": "dask", "dask_address": dask_cluster})
     out = tmp_path / "remix"
     state = remix(out, fixture_catalog, cfg)
     assert state.is_completed(), state.message
     s = state.result()
-    assert s["task_runner"] == "dask" and s["rendered"] == N
-    assert tree(out) == tree(reference)
+    assert s["task_runner"] == "dask" and s["rendered"] == N and s["chunks"] == N // CHUNK
+    assert tree(out) == tree(threads)  # byte for byte, recipes.parquet and the .parts records included
+    per_worker = _tasks_per_worker(dask_cluster)
+    assert sorted(per_worker) == ["w0", "w1"] and sum(per_worker.values()) >= N // CHUNK, per_worker
 
 
 def test_ingest_stems_flow_maps_only_new_or_changed_files(prefect_harness, stems_copy: Path,

@@ -229,6 +229,7 @@ class IndexedStream(IterableDataset):
             self.begin_iteration()
         epoch = self.epoch
         for idx in self.runs(worker, workers, run=self.batch_size):
+            self.plan_ahead(idx, epoch)
             for i in idx.tolist():
                 item = self.item(i, epoch)
                 if info is None:
@@ -236,6 +237,10 @@ class IndexedStream(IterableDataset):
                 yield item
 
     # -- items ----------------------------------------------------------------------------------------------
+    def plan_ahead(self, indices: np.ndarray, epoch: int) -> None:
+        """Called with each run of indices before its items are rendered, in the process that renders them: a
+        stream whose per-item work has a cheaper batched form (the remix planner) does it here. Default: nothing."""
+
     def item(self, index: int, epoch: int | None = None) -> tuple:
         """Item ``index`` of ``epoch`` (default: the current epoch) as the stream yields it."""
         epoch = self.epoch if epoch is None else epoch

@@ -102,6 +102,7 @@ class _RingBatches(IterableDataset):
             if not ring.acquire(worker, slot, gen, parent):
                 return
             mix, tgt, aug = ring.mixture[worker, slot], ring.targets[worker, slot], ring.aug[worker, slot]
+            self.stream.plan_ahead(idx, epoch)
             for b, i in enumerate(idx.tolist()):
                 self.stream.render_into(i, epoch, mix[b].numpy(), tgt[b].numpy(),
                                         aug[b].numpy() if with_aug else None)

@@ -5,9 +5,12 @@ rendered by ``augment.render.render_recipe``: epoch 0 is exactly the set ``build
 writes; every later epoch draws other mixtures (a per-epoch seed derived from ``(seed, epoch)``). The endless mode
 (``epoch_length=None``) uses the same rule with indices ``0, 1, 2, ...``.
 
-CPU work per item is the renderer's fast path: one windowed (int16 where the file is 16-bit PCM) read per stem, one
-scaled copy (level, gain, polarity, channel swap), quantisation and the sum, written straight into the output
-buffers. Stems whose rate differs from the output rate (or an output rate override) go through soxr.
+CPU work per item. Recipes are planned a run at a time (:meth:`RemixStream.plan_ahead`, one vectorised
+:func:`augment.remix.plan_block` call per batch: about 0.01 ms a recipe instead of 1.8 ms for one alone), then each
+item is rendered straight into the output buffer, float32 or int16, by :func:`augment.render.render_into`: for a
+linear recipe (gain, polarity, channel swap, level; 16-bit stems at the output rate) one compiled kernel over the
+int16 windows, memory-mapped from the stem cache when the catalogue has one (``ingest.cache: int16``), else read as
+int16; every other recipe takes the numpy path (stems whose rate differs from the output rate go through soxr).
 
 GPU pitch/stretch (``gpu_augment=True``): the recipe's pitch shift and time stretch are *not* rendered on the CPU;
 instead each item reads a window of ``ceil(T * max_rate) + 8`` samples (``max_rate``: the largest stretch rate the
@@ -33,8 +36,8 @@ from augment.config import RemixConfig, remix_section
 from augment.config import remix_config as base_remix_config
 from augment.pool import build_pool
 from augment.recipe import Recipe
-from augment.remix import chain_for, plan_mixture, plan_recipes
-from augment.render import StemTable, render_recipe
+from augment.remix import chain_for, check_pool, plan_block
+from augment.render import StemTable, render_into, render_recipe
 from stemdb.catalog import Catalog
 from stemdb.config import StemdbConfig
 from stemdb.errors import ConfigError
@@ -104,7 +107,8 @@ class RemixStream(IndexedStream):
         self.seconds = float(seconds)
         self.gpu_augment = bool(gpu_augment)
         self.pool = build_pool(catalog, self.cfg, splits=tuple(splits))
-        plan_recipes(catalog, n=0, seed=self.seed, cfg=self.cfg, pool=self.pool)  # validates the pool
+        check_pool(self.pool, self.cfg)
+        self._planned: tuple[int, dict[int, Recipe]] = (-1, {})
         self.table = StemTable.from_catalog(catalog)
         self.out_frames = int(round(self.seconds * self.cfg.sample_rate))
         rate = max_stretch_rate(self.cfg) if self.gpu_augment else 1.0
@@ -138,8 +142,30 @@ class RemixStream(IndexedStream):
     def recipe(self, index: int, epoch: int | None = None) -> Recipe:
         """The recipe of item ``index`` of ``epoch`` (default: the current epoch), with its full augmentation."""
         epoch = self.epoch if epoch is None else epoch
-        return plan_mixture(index, seed=epoch_seed(self.seed, epoch), pool=self.pool, cfg=self.cfg,
-                            seconds=self.seconds)
+        planned_epoch, planned = self._planned
+        if planned_epoch == epoch and index in planned:
+            return planned[index]
+        return self._plan([index], epoch)[0]
+
+    def _plan(self, indices: Sequence[int] | np.ndarray, epoch: int) -> list[Recipe]:
+        return plan_block(self.pool, self.cfg, seed=epoch_seed(self.seed, epoch), indices=indices,
+                          seconds=self.seconds).recipes()
+
+    def plan_ahead(self, indices: np.ndarray, epoch: int) -> None:
+        """Plan the run ``indices`` of ``epoch`` in one block (the next :meth:`recipe` calls read it)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        self._planned = (int(epoch), dict(zip(idx.tolist(), self._plan(idx, epoch), strict=True)))
+
+    def render_into(self, index: int, epoch: int, mixture: np.ndarray, targets: np.ndarray,
+                    aug: np.ndarray | None = None) -> None:
+        """Render item ``index`` of ``epoch`` straight into ``mixture`` (C, T) and ``targets`` (S, C, T) of the
+        stream's dtype (with ``gpu_augment``, through the float path of :class:`IndexedStream`)."""
+        if self.gpu_augment:
+            super().render_into(index, epoch, mixture, targets, aug)
+            return
+        render_into(self.recipe(index, epoch), self.table, self.cfg, targets, mixture)
+        if aug is not None:
+            aug[0], aug[1] = 0.0, 1.0
 
     def cpu_recipe(self, recipe: Recipe) -> Recipe:
         """What the CPU renders of ``recipe``: itself, or with ``gpu_augment`` the recipe without pitch/stretch

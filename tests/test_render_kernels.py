@@ -1,0 +1,119 @@
+"""The renderer's compiled linear path and the int16 stem cache give the numpy path's bits exactly (issue 17)."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from augment.config import load_project
+from augment.pool import build_pool
+from augment.remix import plan_block
+from augment.render import StemTable, render_into, render_recipe
+from stemdb import audio, stem_cache
+
+ROOT = Path(__file__).parent.parent
+CFG = load_project(ROOT / "data.yaml").remix
+LINEAR = {t: {"gain": {"min_db": -6, "max_db": 6, "p": 0.7}, "channel_swap": {"p": 0.5}, "polarity": {"p": 0.5}}
+          for t in CFG.targets}
+FAST = CFG.model_copy(update={"augment": LINEAR})
+
+pytest.importorskip("numba")
+
+
+@pytest.fixture(scope="module")
+def recipes(fixture_catalog: Path) -> list:
+    pool = build_pool(fixture_catalog, FAST)
+    rs = plan_block(pool, FAST, seed=5, indices=range(40), seconds=2.0).recipes()
+    # loud levels too, so the common clip scale is exercised on both paths
+    loud = [dataclasses.replace(r, stems=tuple(dataclasses.replace(s, level_db=s.level_db + 18.0) for s in r.stems))
+            for r in rs[:8]]
+    return rs + loud
+
+
+def _both(recipe, table: StemTable, cfg, dtype: type) -> tuple:  # noqa: ANN001
+    shape = (len(recipe.stems), recipe.channels, recipe.frames)
+    out = []
+    for backend in ("numpy", "kernel"):
+        stems, mix = np.full(shape, 7, dtype), np.full(shape[1:], 7, dtype)
+        g = render_into(recipe, table, cfg, stems, mix, backend=backend)
+        out.append((stems, mix, g))
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16])
+def test_kernel_equals_numpy_path_bit_for_bit(fixture_catalog: Path, recipes: list, dtype: type) -> None:
+    table = StemTable.from_catalog(fixture_catalog)
+    linear = scaled = 0
+    for r in recipes:
+        try:
+            (s0, m0, g0), (s1, m1, g1) = _both(r, table, FAST, dtype)
+        except ValueError as exc:  # a stem that is not 16-bit PCM at the output rate: no kernel path
+            assert "no kernel path" in str(exc)
+            continue
+        linear += 1
+        scaled += g0 != 0.0
+        assert s0.tobytes() == s1.tobytes(), r.mix_id
+        assert m0.tobytes() == m1.tobytes(), r.mix_id
+        assert g0 == g1
+        if dtype == np.int16:  # the sum of the int16 stems is the mixture (before any clip at full scale)
+            total = s1.astype(np.int32).sum(0)
+            assert np.array_equal(np.clip(total, -32768, 32767), m1.astype(np.int32))
+    assert linear >= 20, f"only {linear} recipes took the kernel path"
+    assert scaled >= 1, "no recipe exercised the clip scale"
+
+
+def test_mono_output_averages_like_the_numpy_path(fixture_catalog: Path) -> None:
+    cfg = FAST.model_copy(update={"channels": 1})
+    pool = build_pool(fixture_catalog, cfg)
+    table = StemTable.from_catalog(fixture_catalog)
+    done = 0
+    for r in plan_block(pool, cfg, seed=9, indices=range(20), seconds=1.0).recipes():
+        try:
+            (s0, m0, _), (s1, m1, _) = _both(r, table, cfg, np.float32)
+        except ValueError:
+            continue
+        done += 1
+        assert s0.tobytes() == s1.tobytes() and m0.tobytes() == m1.tobytes()
+    assert done >= 10
+
+
+def test_stem_cache_renders_the_same_bits_and_reports_its_size(fixture_catalog: Path, tmp_path: Path,
+                                                               recipes: list) -> None:
+    cat = tmp_path / "cat"
+    shutil.copytree(fixture_catalog, cat)
+    written = stem_cache.fill(cat)
+    files, size = stem_cache.cache_size(cat)
+    assert written == files > 10 and size > 0
+    assert stem_cache.fill(cat) == 0  # a rerun writes nothing
+    table = StemTable.from_catalog(cat)
+    plain = StemTable.from_catalog(fixture_catalog)
+    assert sum(1 for s in table.sources.values() if s.cache) >= files  # every cached stem is read from its map
+    for r in recipes[:20]:
+        a = render_recipe(r, plain, FAST)
+        b = render_recipe(r, table, FAST)
+        assert a.stems.tobytes() == b.stems.tobytes() and a.mixture.tobytes() == b.mixture.tobytes(), r.mix_id
+    # the cache holds exactly the file's samples
+    sid = next(iter(stem_cache.cached_ids(cat)))
+    src = table[sid]
+    want, _ = audio.read(src.path, dtype="int16", channels_first=False,
+                         stream=None if src.stream < 0 else src.stream)
+    assert np.array_equal(audio.open_pcm16(src.cache), want)
+
+
+def test_ingest_with_cache_int16_writes_every_16_bit_stem(tmp_path: Path) -> None:
+    from stemdb.catalog import Catalog
+    from stemdb.config import IngestConfig, SourceConfig, StemsLayout
+    from stemdb.ingest import ingest_sources
+
+    from .conftest import STEMS
+
+    kinds = {k: k for k in ("vocals", "drums", "bass", "keys", "other")}
+    ingest_sources([SourceConfig(name="s", root=STEMS, layout=StemsLayout(kinds=kinds))], tmp_path / "cat",
+                   cfg=IngestConfig(tempo=False, workers=1, cache="int16"))
+    df = Catalog.open(tmp_path / "cat").stems(columns=["stem_id", "subtype"])
+    want = set(df.loc[df["subtype"] == "PCM_16", "stem_id"])
+    assert want and stem_cache.cached_ids(tmp_path / "cat") == want  # every 16-bit stem, nothing else
