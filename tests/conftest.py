@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import shutil
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -67,6 +68,17 @@ def fixture_sources(*, with_mp4: bool = True) -> list[SourceConfig]:
     if with_mp4:
         srcs.append(SourceConfig(name="musdb-mp4", root=STEM_MP4, layout=MusdbLayout(), origin="musdb18"))
     return srcs
+
+
+@pytest.fixture(autouse=True)
+def _ieee_subnormals() -> object:
+    """A CPU ``Trainer`` turns torch's flush-denormal mode on for its process (``train.flush_denormal``); tests that
+    train in-process would leave it on for every later test (hypothesis float strategies need subnormals): after each
+    test, where torch is loaded, IEEE subnormals come back."""
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_flush_denormal(False)
 
 
 @pytest.fixture(scope="session")
