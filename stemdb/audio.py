@@ -23,6 +23,7 @@ import functools
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -257,14 +258,49 @@ def write(
         raise AudioWriteError(p, f"audio must be (channels, samples), got shape {audio.shape}")
     fmt = format or _format_for(p)
     frames = np.ascontiguousarray(audio.T)
+    guard: _WriteGuard | None = None
     try:
-        with atomic_open(p, "wb") as fh, sf.SoundFile(fh, "w", sample_rate, audio.shape[0], subtype=subtype,
-                                                      format=fmt) as f:
-            for i in range(0, max(frames.shape[0], 1), _WRITE_BLOCK):
-                f.write(frames[i : i + _WRITE_BLOCK])
+        with atomic_open(p, "wb") as fh:
+            guard = _WriteGuard(fh)
+            with sf.SoundFile(guard, "w", sample_rate, audio.shape[0], subtype=subtype, format=fmt) as f:
+                for i in range(0, max(frames.shape[0], 1), _WRITE_BLOCK):
+                    f.write(frames[i : i + _WRITE_BLOCK])
+                    guard.check()
+            guard.check()
     except Exception as exc:
-        raise AudioWriteError(p, str(exc)) from exc
+        cause = guard.error if guard is not None and guard.error is not None else exc
+        raise AudioWriteError(p, _why(cause)) from cause
     return p
+
+
+class _WriteGuard:
+    """The temp file as libsndfile's virtual I/O sees it, keeping the OSError of a failed write (a full disk, an
+    I/O error) instead of letting it escape through the C callback, where it would be printed and lost."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._fh = fh
+        self.error: OSError | None = None
+        self.path = getattr(fh, "name", "")
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._fh.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            return 0
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._fh, name)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"write failed: {exc.strerror} (errno {exc.errno})"
+    return str(exc) or type(exc).__name__
 
 
 def to_float32(audio: np.ndarray) -> np.ndarray:

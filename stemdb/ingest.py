@@ -238,8 +238,7 @@ def ingest_sources(
     report.deleted = mark_deleted(
         cat, {s.name for s in sources}, {k for j in all_jobs for k in j.row_keys()}
     )
-    measured_keys = {k for j in todo for k in j.row_keys()}
-    report.duplicates, report.leakage = finalize(cat, fixed_keys=measured_keys)
+    report.duplicates, report.leakage = finalize(cat)
     report.summary = cat.summary().line()
     report.seconds = time.perf_counter() - t0
     log.info(report.line())
@@ -339,12 +338,16 @@ def df_records(df: pd.DataFrame) -> list[dict]:
     return out
 
 
-def finalize(cat: Catalog, *, fixed_keys: set[str] | None = None) -> tuple[int, list[str]]:
-    """Mark duplicates and length mismatches, drop rejects that now measure fine, compact. Returns
-    (number of duplicate rows, songs found in more than one split)."""
+def finalize(cat: Catalog) -> tuple[int, list[str]]:
+    """Settle each key that has both a stem row and a reject row by the newer one (a file that went bad loses its
+    old row; a fixed file leaves the rejects), mark duplicates and length mismatches, compact. Returns (number of
+    duplicate rows, songs found in more than one split)."""
     t = cat.table("stems").to_pandas()
+    stale_rows, fixed_rejects = _settle_rejects(cat, t)
+    t = t[~t["key"].isin(stale_rows)]
     if t.empty:
-        cat.compact("rejects")
+        cat.compact("stems", drop_keys=stale_rows)
+        cat.compact("rejects", drop_keys=fixed_rejects)
         return 0, []
     live = t[~t["deleted"]].sort_values("key")
     canonical = live.groupby("stem_id", sort=False)["key"].transform("first")
@@ -363,8 +366,8 @@ def finalize(cat: Catalog, *, fixed_keys: set[str] | None = None) -> tuple[int, 
         upd["ingested_at"] = datetime.now(UTC)
         recs = df_records(upd)
         cat.append("stems", recs)
-    cat.compact("stems")
-    cat.compact("rejects", drop_keys=set(live["key"]) & (fixed_keys or set(live["key"])))
+    cat.compact("stems", drop_keys=stale_rows)
+    cat.compact("rejects", drop_keys=fixed_rejects)
     leaks = _leakage(live)
     for song in leaks:
         log.warning(
@@ -373,6 +376,18 @@ def finalize(cat: Catalog, *, fixed_keys: set[str] | None = None) -> tuple[int, 
             sorted(live.loc[live["song"] == song, "split"].unique()),
         )
     return int(mask.sum()), leaks
+
+
+def _settle_rejects(cat: Catalog, stems: pd.DataFrame) -> tuple[set[str], set[str]]:
+    """Keys with both a stem row and a reject row: (stem rows older than their reject, rejects older than their
+    live stem row). The newer measurement of a file is the true one."""
+    rej = cat.table("rejects", columns=["key", "rejected_at"]).to_pandas()
+    if rej.empty or stems.empty:
+        return set(), set()
+    both = stems[["key", "ingested_at", "deleted"]].merge(rej, on="key")
+    stale = both["rejected_at"] > both["ingested_at"]
+    fixed = ~stale & ~both["deleted"]
+    return set(both.loc[stale, "key"]), set(both.loc[fixed, "key"])
 
 
 def _flag_length_mismatch(live: pd.DataFrame, flags: pd.Series) -> None:

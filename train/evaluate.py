@@ -56,6 +56,9 @@ class MissingEstimateError(StemdbError, FileNotFoundError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # a worker's error reaches the parent intact
+        return type(self), (self.path, self.reason)
+
 
 # --------------------------------------------------------------------------------------------------------------
 # Scoring folders

