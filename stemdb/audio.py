@@ -96,7 +96,7 @@ def info(path: str | Path, *, stream: int | None = None) -> AudioInfo:
     try:
         i = sf.info(str(p))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioReadError(p, f"not readable as audio ({exc})") from exc
+        raise AudioReadError(p, _sf_reason(exc)) from exc
     _check_riff_size(p)
     return soundfile_info(p, int(i.samplerate), int(i.channels), int(i.frames), str(i.format), str(i.subtype))
 
@@ -150,7 +150,7 @@ def read(
             data = f.read(frames=-1 if frames is None else frames, dtype=dtype, always_2d=True)
             sr = int(f.samplerate)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioReadError(p, f"decoding failed ({exc})") from exc
+        raise AudioReadError(p, _sf_reason(exc, "decoding failed")) from exc
     return (np.ascontiguousarray(data.T) if channels_first else data), sr
 
 
@@ -175,7 +175,7 @@ def load(path: str | Path, *, stream: int = 0) -> tuple[np.ndarray, AudioInfo]:
             info = soundfile_info(p, int(f.samplerate), int(f.channels), int(f.frames), str(f.format), str(f.subtype))
             data = f.read(dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioReadError(p, f"not readable as audio ({exc})") from exc
+        raise AudioReadError(p, _sf_reason(exc)) from exc
     if data.shape[0] != info.frames:
         raise AudioReadError(p, f"truncated: header says {info.frames} frames, decoded {data.shape[0]}")
     return np.ascontiguousarray(data.T), info
@@ -321,6 +321,15 @@ def _format_for(p: Path) -> str:
     return {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "aif": "AIFF", "aiff": "AIFF", "mp3": "MP3"}.get(suffix, "WAV")
 
 
+def _sf_reason(exc: Exception, what: str = "not readable as audio") -> str:
+    """libsndfile's reason without the path (the error names it): for a regular file whose bytes match no format
+    it says "File does not exist or is not a regular file (possibly a pipe?)", which is said here as it is."""
+    why = getattr(exc, "error_string", None) or str(exc)
+    if "does not exist or is not a regular file" in why:
+        why = "not a recognised audio format (the header matches none)"
+    return f"{what} ({why})"
+
+
 def _check_exists(p: Path) -> None:
     if not p.is_file():
         raise AudioReadError(p, "no such file")
@@ -405,7 +414,7 @@ def _av_decode(p: Path, streams: list[int] | None, *, stop: int | None) -> tuple
                     parts[k].append(a)
                     got[k] += a.shape[1]
         except (av.error.FFmpegError, OSError, ValueError) as exc:
-            raise AudioReadError(p, f"decoding failed ({exc})") from exc
+            raise AudioReadError(p, _sf_reason(exc, "decoding failed")) from exc
         arrays: dict[int, np.ndarray] = {}
         infos: dict[int, AudioInfo] = {}
         for k, s in chosen.items():

@@ -62,6 +62,8 @@ def measure_job(job: FileJob, cfg: IngestConfig) -> tuple[list[dict], list[dict]
 
     now = datetime.now(UTC)
     full = Path(job.root) / job.path
+    if job.problem:
+        return [], [_reject(job, k, job.problem, now) for k in job.row_keys()]
     try:
         if job.bytes < 0 or not full.exists():
             raise AudioReadError(full, "unreadable: missing file or dangling link")

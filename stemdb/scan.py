@@ -35,6 +35,7 @@ class FileJob:
     mtime: float
     max_channels: int
     hash_split: tuple[float, float] | None = None  # (valid, test) fractions when split is None
+    problem: str | None = None  # known without decoding (a file name that is not UTF-8): the file is rejected
 
     @property
     def is_stem_mp4(self) -> bool:
@@ -73,10 +74,11 @@ def _job(
         size, mtime = int(st.st_size), float(st.st_mtime)
     except OSError:  # dangling link and the like: the measurement step records the reason
         size, mtime = -1, 0.0
+    rel, problem = printable_path(p.relative_to(root).as_posix())
     return FileJob(
         source=src.name,
         root=str(root),
-        path=p.relative_to(root).as_posix(),
+        path=rel,
         kinds=kinds,
         song=song,
         split=split,
@@ -86,7 +88,19 @@ def _job(
         mtime=mtime,
         max_channels=src.max_channels,
         hash_split=hash_split,
+        problem=problem,
     )
+
+
+def printable_path(rel: str) -> tuple[str, str | None]:
+    """``rel`` as it can be stored (UTF-8), and the problem when it cannot: a name that is not valid UTF-8 (the
+    undecodable bytes shown as ``\\xNN``) can be neither stored nor found again from the catalogue."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return shown, "file name is not valid UTF-8; rename the file"
+    return rel, None
 
 
 @lru_cache(maxsize=1)

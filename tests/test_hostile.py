@@ -149,3 +149,105 @@ def test_full_disk_names_the_cause_cleans_up_and_a_rerun_completes(
     assert not [p for p in _files(out) if ".tmp" in p]
     summary = build_remix(tmp_path / "cat", out, **kw)
     assert summary.rendered == 4 and len(list(out.glob("*/mix-*"))) == 4
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 3. hostile config values
+
+
+@pytest.mark.parametrize("section", [
+    {"targets": ["vocals", "../../../ESCAPED"], "kind_map": {"keys": "../../../ESCAPED"}},
+    {"targets": ["vocals", "/abs"]},
+    {"targets": ["vocals", ".hidden"]},
+    {"targets": ["vocals", "-rf"]},
+    {"targets": ["vocals", "mixture"]},
+    {"targets": ["vocals", "vocals"]},
+    {"targets": ["vocals", "a\nb"]},
+    {"kind_map": {"keys": "x/y"}},
+    {"silent_prob": {"../v": 0.5}},
+])
+def test_targets_and_kinds_must_be_safe_names(tmp_path: Path, section: dict) -> None:
+    """Regression (issue 18.3): a target ``../../../ESCAPED`` wrote ESCAPED.wav three folders above --out."""
+    from augment.config import load_project
+
+    import yaml
+
+    (tmp_path / "data.yaml").write_text(yaml.safe_dump({"remix": section}))
+    with pytest.raises(ConfigError, match=r"remix\.(targets|kind_map|silent_prob).*(safe name|distinct)"):
+        load_project(tmp_path / "data.yaml")
+
+
+def test_source_kinds_and_musdb_stems_must_be_safe_names() -> None:
+    from stemdb.config import MusdbLayout, validate_config
+
+    with pytest.raises(ConfigError, match="safe name"):
+        validate_config(StemsLayout, {"kinds": {"vox": "../vocals"}})
+    with pytest.raises(ConfigError, match="safe name"):
+        validate_config(MusdbLayout, {"stems": ["mixture", "../../etc/passwd"]})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 4 and the broken-audio list: every kind of bad file is a reject with a reason, good files with odd names or
+# formats are ingested, nothing blocks the run or a rerun
+
+
+def _hostile_corpus(root: Path) -> tuple[set[str], dict[str, str]]:
+    """A folder of odd but good files and of bad ones. Returns (good paths, {bad path: word of its reason})."""
+    d = root / "vocals"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    tone = (0.3 * np.sin(np.arange(44100) * 2 * np.pi * 220 / 44100)).astype(np.float32)
+    good = {}
+    for name, sr, subtype, ch in (("8k.wav", 8000, "PCM_16", 1), ("192k.wav", 192000, "PCM_16", 2),
+                                  ("24bit.wav", 44100, "PCM_24", 2), ("float.wav", 44100, "FLOAT", 1),
+                                  ("with space.wav", 44100, "PCM_16", 1), ("ünïcødé ♪.wav", 44100, "PCM_16", 1),
+                                  ("new\nline.wav", 44100, "PCM_16", 1), ("-rf --help.wav", 44100, "PCM_16", 1),
+                                  ("good.flac", 44100, "PCM_16", 1)):
+        sig = np.tile(tone[: sr // 2] * (0.5 + len(good) / 20), (ch, 1))
+        audio.write(d / name, sig, sr, subtype=subtype)
+        good[name] = sig
+    bad = {"zero.wav": "empty", "32ch.wav": "channels", "noframes.wav": "0 frames", "nan.wav": "non-finite",
+           "inf.wav": "non-finite"}
+    (d / "zero.wav").write_bytes(b"")
+    sf.write(str(d / "32ch.wav"), np.full((1000, 32), 0.1, dtype=np.float32), 44100, subtype="PCM_16")
+    sf.write(str(d / "noframes.wav"), np.zeros((0, 1), dtype=np.float32), 44100, subtype="PCM_16")
+    for name, val in (("nan.wav", np.nan), ("inf.wav", np.inf)):
+        x = np.tile(tone[:4410], (1, 1)).T.copy()
+        x[100:120] = val
+        sf.write(str(d / name), x, 44100, subtype="FLOAT")
+    data = (d / "float.wav").read_bytes()
+    (d / "truncated.wav").write_bytes(data[: len(data) // 3])
+    bad["truncated.wav"] = "truncated"
+    for suffix in ("wav", "flac", "mp3", "ogg", "oga", "opus", "aif", "aiff", "m4a", "aac", "webm", "weba", "mka",
+                   "wma"):
+        (d / f"random.{suffix}").write_bytes(rng.bytes(3000))
+        bad[f"random.{suffix}"] = ""
+    (d / "loop.wav").symlink_to(d / "loop.wav")
+    bad["loop.wav"] = "unreadable"
+    (d / "dir.wav").mkdir()  # a folder named like audio: not a file, not a row
+    (d / "dir.wav" / "inner.txt").write_text("x")
+    (d / "sub").mkdir()
+    (d / "sub" / "up").symlink_to(d)  # a folder symlink loop: scanning ends
+    bad_name = os.fsencode(d) + b"/caf\xe9.wav"
+    shutil.copy(d / "float.wav", bad_name.decode("utf-8", "surrogateescape"))
+    bad["caf\\xe9.wav"] = "UTF-8"
+    return {f"vocals/{n}" for n in good}, {f"vocals/{n}": w for n, w in bad.items()}
+
+
+def test_broken_and_odd_files(tmp_path: Path) -> None:
+    """Regression (issue 18.4 and 8): a non-UTF-8 name blocked every ingest for good (UnicodeEncodeError);
+    random bytes named .mp3 were 'File does not exist'; an .m4a was neither ingested nor rejected."""
+    good, bad = _hostile_corpus(tmp_path / "h")
+    src = [SourceConfig(name="h", root=tmp_path / "h", layout=StemsLayout())]
+    rep = ingest_sources(src, tmp_path / "cat", cfg=FAST)
+    cat = Catalog.open(tmp_path / "cat")
+    stems = cat.stems(include_duplicates=True)
+    rej = cat.rejects().set_index("path")["reason"]
+    assert set(stems["path"]) == good
+    assert set(rej.index) == set(bad)
+    for path, word in bad.items():
+        assert word in rej[path], (path, rej[path])
+        assert "does not exist" not in rej[path] and "pipe" not in rej[path], (path, rej[path])
+    assert rep.measured == len(good) and rep.rejected == len(bad)
+    again = ingest_sources(src, tmp_path / "cat", cfg=FAST)
+    assert again.measured == again.rejected == 0 and again.skipped == len(good) + len(bad)
