@@ -226,12 +226,12 @@ def ingest_sources(
     t0 = time.perf_counter()
     cfg = cfg or IngestConfig()
     sources = list(sources)
-    cat = Catalog.create(catalog)
-    cat.set_source_roots({s.name: str(Path(s.root).resolve()) for s in sources})
     report = IngestReport()
     all_jobs: list[FileJob] = []
-    for src in sources:
+    for src in sources:  # a missing source root fails here, before anything is written
         all_jobs.extend(scan_source(src))
+    cat = Catalog.create(catalog)
+    cat.set_source_roots({s.name: str(Path(s.root).resolve()) for s in sources})
     report.scanned = len(all_jobs)
     todo, same = plan(all_jobs, cat)
     report.skipped = len(same)

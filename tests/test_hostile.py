@@ -251,3 +251,107 @@ def test_broken_and_odd_files(tmp_path: Path) -> None:
     assert rep.measured == len(good) and rep.rejected == len(bad)
     again = ingest_sources(src, tmp_path / "cat", cfg=FAST)
     assert again.measured == again.rejected == 0 and again.skipped == len(good) + len(bad)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 5. every CLI option with out-of-range, wrong-type and non-finite values: one line naming option and value, exit
+# 2, no traceback without --verbose, nothing written
+
+
+def _cli(args: list[str]):  # noqa: ANN202 - a click Result
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    return CliRunner().invoke(app, args)
+
+
+def _one_line_error(result, *words: str) -> None:  # noqa: ANN001
+    out = result.output.strip()
+    assert result.exit_code == 2, (result.exit_code, out)
+    assert out.startswith("error: ") and "\n" not in out and "Traceback" not in out, out
+    for w in words:
+        assert w in out, (w, out)
+
+
+BAD_OPTIONS = [
+    (["remix", "--out", "O", "--seconds", v], ["--seconds", v.replace("1e9", "1000000000")])
+    for v in ("0", "-3", "nan", "inf", "1e9", "100000")
+] + [
+    (["remix", "--out", "O", "--seconds", "abc"], ["--seconds", "abc"]),
+    (["remix", "--out", "O", "--seed", "-5"], ["--seed", "-5", ">= 0"]),
+    (["remix", "--out", "O", "--seed", "1.5"], ["--seed", "1.5"]),
+    (["remix", "--out", "O", "--workers", "-3"], ["--workers", "-3", ">= 1"]),
+    (["remix", "--out", "O", "--workers", "100000"], ["--workers", "100000", "<= 1024"]),
+    (["remix", "--out", "O", "--n", "0"], ["--n", "0", ">= 1"]),
+    (["remix", "--out", "O", "--n", "many"], ["--n", "many"]),
+    (["remix", "--out", "FILE"], ["--out", "FILE", "is a file"]),
+    (["ingest", "MISSING", "--layout", "stems", "--catalog", "C"], ["MISSING", "does not exist"]),
+    (["ingest", ".", "--layout", "tracks", "--catalog", "C"], ["--layout", "tracks", "stems, musdb"]),
+    (["ingest", ".", "--layout", "stems", "--catalog", "FILE"], ["--catalog", "FILE", "is a file"]),
+    (["ingest", ".", "--layout", "stems", "--catalog", "C", "--workers", "-3"], ["--workers", "-3", ">= 0"]),
+    (["evaluate", "--estimates", "MISSING", "--references", "."], ["--estimates", "MISSING"]),
+    (["evaluate", "--estimates", ".", "--references", ".", "--out", "."], ["--out", "is a folder"]),
+    (["evaluate", "--estimates", ".", "--references", ".", "--workers", "0"], ["--workers", "0"]),
+    (["report", "catalog", "--out", "."], ["--out", "is a folder"]),
+    (["report", "remix", "MISSING"], ["MISSING", "does not exist"]),
+    (["catalog", "summary", "--catalog", "FILE"], ["--catalog", "FILE"]),
+    (["separate", "MISSING.wav", "--model", ".", "--out", "O"], ["MISSING.wav", "does not exist"]),
+    (["separate", "FILE", "--model", ".", "--out", "O", "--overlap", "1"], ["--overlap", "1", "< 1"]),
+    (["separate", "FILE", "--model", ".", "--out", "O", "--chunk-seconds", "nan"], ["--chunk-seconds", "nan"]),
+    (["train", "--out", "FILE"], ["--out", "FILE"]),
+    (["train", "--out", "O", "--nproc", "0"], ["--nproc", "0"]),
+    (["evaluate-run", ".", "--musdb-root", "MISSING"], ["--musdb-root", "MISSING"]),
+    (["remix", "--out", "O", "--nope", "1"], ["--nope"]),
+]
+
+
+@pytest.mark.parametrize(("args", "words"), BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS])
+def test_bad_option_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          args: list[str], words: list[str]) -> None:
+    """Regression (issue 18.5): tracebacks with exit 1, huge allocations, --workers -3 accepted, an empty
+    catalogue left behind by `ingest /nonexistent`."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "FILE").write_text("x")
+    before = _files(tmp_path)
+    _one_line_error(_cli(args), *words)
+    assert _files(tmp_path) == before
+
+
+def test_runtime_errors_are_one_line_and_verbose_shows_the_traceback(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "nocat").mkdir()
+    args = ["remix", "--out", "O", "--catalog", "nocat"]
+    _one_line_error(_cli(args), "nocat", "no stemdb catalogue")
+    verbose = _cli(["--verbose", *args])
+    assert verbose.exit_code == 2 and "Traceback" in verbose.output
+    assert not (tmp_path / "O").exists()
+
+
+def test_ingest_of_a_missing_source_root_writes_no_catalogue(tmp_path: Path) -> None:
+    src = [SourceConfig(name="s", root=tmp_path / "missing", layout=StemsLayout())]
+    with pytest.raises(AudioReadError, match="root folder does not exist"):
+        ingest_sources(src, tmp_path / "cat", cfg=FAST)
+    assert not (tmp_path / "cat").exists()
+
+
+def test_read_only_targets_are_one_line_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read-only --out or --catalog (as on a read-only mount, where even root cannot write): the option check
+    says so before anything runs; a folder that turns read-only mid-run is an OS error on one line."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ro").mkdir()
+    real = os.access
+    with monkeypatch.context() as m:
+        m.setattr(os, "access", lambda p, mode, **kw: False if "ro" in Path(p).parts else real(p, mode, **kw))
+        _one_line_error(_cli(["remix", "--out", "ro/out"]), "--out", "ro/out", "not writable")
+        _one_line_error(_cli(["ingest", ".", "--layout", "stems", "--catalog", "ro/cat"]), "--catalog",
+                        "not writable")
+
+    def denied(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path / "cat" / "_catalog.json"))
+
+    (tmp_path / "in" / "vocals").mkdir(parents=True)
+    monkeypatch.setattr("stemdb.atomic.tempfile.mkstemp", denied)
+    _one_line_error(_cli(["ingest", "in", "--layout", "stems", "--catalog", "cat"]), "Permission denied",
+                    "_catalog.json")
