@@ -11,6 +11,7 @@ nothing.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -22,14 +23,18 @@ from typing import TypeVar
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from augment.config import RemixConfig
+from augment.config import RemixConfig, remix_section
 from augment.pool import build_pool
 from augment.recipe import Recipe, recipes_table
 from augment.remix import plan_recipes
 from augment.render import StemTable, measure_recipe, render_recipe
 from augment.writer import is_complete, remove_stale, write_mixture
+from stemdb.atomic import folder_lock, write_text_atomic
 from stemdb.catalog import write_parquet_atomic
+from stemdb.config import fingerprint_of
+from stemdb.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -126,20 +131,50 @@ def build_remix(
     """Plan and render ``n`` mixtures into ``out`` (MUSDB18-HQ layout + ``recipes.parquet``). Idempotent."""
     t0 = time.perf_counter()
     out = Path(out)
+    if seconds is not None:  # the same bounds as remix.seconds in data.yaml
+        remix_section({**cfg.model_dump(mode="python"), "seconds": seconds})
     recipes = plan_recipes(catalog, n=n, seed=seed, cfg=cfg, seconds=seconds, pool=build_pool(catalog, cfg))
     chunks = chunked(recipes, chunk_size)
     jobs = [(c, str(catalog), str(out), cfg) for c in chunks]
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            rendered = _count(pool.map(_render_chunk_job, jobs), len(jobs), progress)
-    else:
-        rendered = _count(map(_render_chunk_job, jobs), len(jobs), progress)
-    finish_remix(out, recipes, chunk_size=chunk_size)
+    with folder_lock(out, "stemdb remix"):
+        claim_output(out, seed=seed, settings=fingerprint_of({"cfg": cfg.model_dump(mode="json"),
+                                                              "seconds": seconds or cfg.seconds}))
+        if workers > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                rendered = _count(pool.map(_render_chunk_job, jobs), len(jobs), progress)
+        else:
+            rendered = _count(map(_render_chunk_job, jobs), len(jobs), progress)
+        finish_remix(out, recipes, chunk_size=chunk_size)
     secs = time.perf_counter() - t0
     hours = sum(r.duration_s for r in recipes) / 3600.0
     summary = RemixSummary(str(out), len(recipes), rendered, len(recipes) - rendered, hours, secs)
     log.info(summary.line())
     return summary
+
+
+def claim_output(out: Path, *, seed: int, settings: str) -> None:
+    """Record in ``out/.remix.json`` which build writes ``out`` (its seed and a hash of its settings), refusing an
+    ``out`` that holds the mixtures of another build: a build replaces whatever is not its own, so re-using a
+    folder with another seed or other settings would delete the earlier mixtures without a word.
+
+    Raises:
+        ConfigError: ``out`` holds a set of another seed or other settings (named in the message).
+    """
+    marker = out / ".remix.json"
+    mine = {"seed": int(seed), "settings": settings}
+    if marker.is_file():
+        theirs = json.loads(marker.read_text())
+    elif (out / "recipes.parquet").is_file():  # a set written before the marker existed: its seed is known
+        seeds = pq.read_table(out / "recipes.parquet", columns=["seed"]).column("seed").to_pylist()
+        theirs = {"seed": seeds[0] if seeds else int(seed), "settings": settings}
+    else:
+        theirs = mine
+    if theirs != mine:
+        what = f"seed {theirs.get('seed')}" if theirs.get("seed") != seed else "other settings"
+        raise ConfigError(f"{out}: holds a remix of {what}; this build (seed {seed}) would delete its mixtures; "
+                          "use another --out, or remove the folder first", key="out")
+    if not marker.is_file():
+        write_text_atomic(marker, json.dumps(mine))
 
 
 def _count(results: Iterable[int], total: int, progress: Callable[[int, int], None] | None) -> int:
@@ -166,5 +201,5 @@ def finish_remix(out: Path, recipes: Sequence[Recipe], *, chunk_size: int) -> Pa
     return path
 
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "RemixSummary", "build_remix", "chunk_name", "chunked", "finish_remix",
+__all__ = ["DEFAULT_CHUNK_SIZE", "RemixSummary", "build_remix", "chunk_name", "claim_output", "chunked", "finish_remix",
            "render_chunk"]

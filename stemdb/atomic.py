@@ -7,11 +7,14 @@ names are ignored by Parquet dataset readers and by the catalogue's part-file gl
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from stemdb.errors import BusyError
 
 
 @contextlib.contextmanager
@@ -53,3 +56,30 @@ def fsync_dir(d: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, what: str) -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created when missing) for one writer; a second writer fails at once.
+
+    The lock is ``flock`` on ``<folder>/.lock``: the kernel releases it when the holder exits, however it dies
+    (kill -9 included), so a crashed run never leaves a stale lock.
+
+    Raises:
+        BusyError: another process holds the lock; the message names the folder, ``what`` holds it and its pid.
+    """
+    d = Path(folder)
+    d.mkdir(parents=True, exist_ok=True)
+    fd = os.open(d / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid, _, who = os.pread(fd, 256, 0).decode(errors="replace").strip().partition(" ")
+            raise BusyError(f"{d}: busy: {who or 'another run'} (pid {pid or '?'}) is writing here; wait for it to "
+                            f"finish or use another folder for this {what}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {what}".encode(), 0)
+        yield d
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -27,7 +27,7 @@ from stemdb.config import IngestConfig, SourceConfig, StemsLayout
 from stemdb.errors import AudioReadError, AudioWriteError, ConfigError
 from stemdb.ingest import ingest_sources
 
-from .conftest import MUSDB, STEMS
+from .conftest import STEMS
 
 FAST = IngestConfig(tempo=False, workers=1)
 NO_AUG = RemixConfig(seconds=1.0, levels={"mode": "uniform"})
@@ -168,9 +168,9 @@ def test_full_disk_names_the_cause_cleans_up_and_a_rerun_completes(
 ])
 def test_targets_and_kinds_must_be_safe_names(tmp_path: Path, section: dict) -> None:
     """Regression (issue 18.3): a target ``../../../ESCAPED`` wrote ESCAPED.wav three folders above --out."""
-    from augment.config import load_project
-
     import yaml
+
+    from augment.config import load_project
 
     (tmp_path / "data.yaml").write_text(yaml.safe_dump({"remix": section}))
     with pytest.raises(ConfigError, match=r"remix\.(targets|kind_map|silent_prob).*(safe name|distinct)"):
@@ -355,3 +355,88 @@ def test_read_only_targets_are_one_line_errors(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr("stemdb.atomic.tempfile.mkstemp", denied)
     _one_line_error(_cli(["ingest", "in", "--layout", "stems", "--catalog", "cat"]), "Permission denied",
                     "_catalog.json")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 6. concurrent runs: one output folder (a lock, a clear "busy"), one catalogue (safe sharing); another seed
+
+
+HOLD_LOCK = """
+import sys, time
+from stemdb.atomic import folder_lock
+with folder_lock(sys.argv[1], "test holder"):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_second_remix_into_one_out_is_busy_and_the_lock_dies_with_its_holder(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression (issue 18.6): the second of two remixes into one --out crashed (FileNotFoundError on a .parts
+    chunk) and left more mixture folders than recipes."""
+    import signal
+    import subprocess
+    import sys
+
+    from stemdb.errors import BusyError
+
+    _stems_catalog(tmp_path / "stems", tmp_path / "cat")
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(BusyError, match=rf"{out}: busy: test holder \(pid {holder.pid}\)"):
+            build_remix(tmp_path / "cat", out, n=2, seed=0, cfg=NO_AUG)
+        monkeypatch.chdir(tmp_path)
+        _one_line_error(_cli(["remix", "--out", "out", "--catalog", "cat", "--n", "2"]), "busy", str(holder.pid))
+        assert not list(out.glob("*/mix-*"))
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    summary = build_remix(tmp_path / "cat", out, n=2, seed=0, cfg=NO_AUG)  # the kernel released the lock
+    assert summary.rendered == 2
+
+
+def test_another_seed_into_a_used_out_is_refused_and_deletes_nothing(tmp_path: Path) -> None:
+    """Regression (issue 18.6): re-using an --out with another seed silently deleted the earlier mixtures."""
+    _stems_catalog(tmp_path / "stems", tmp_path / "cat")
+    out = tmp_path / "out"
+    build_remix(tmp_path / "cat", out, n=3, seed=0, cfg=NO_AUG)
+    before = _files(out)
+    with pytest.raises(ConfigError, match="holds a remix of seed 0"):
+        build_remix(tmp_path / "cat", out, n=3, seed=1, cfg=NO_AUG)
+    with pytest.raises(ConfigError, match="other settings"):
+        build_remix(tmp_path / "cat", out, n=3, seed=0, cfg=NO_AUG, seconds=2.0)
+    assert _files(out) == before
+    more = build_remix(tmp_path / "cat", out, n=5, seed=0, cfg=NO_AUG)  # the same build, extended
+    assert more.mixtures == 5 and len(list(out.glob("*/mix-*"))) == 5
+    assert {p for p in before if "mix-" in p} <= set(_files(out))
+
+
+INGEST = """
+import sys
+from stemdb.config import IngestConfig, SourceConfig, StemsLayout
+from stemdb.ingest import ingest_sources
+src = [SourceConfig(name="s", root=sys.argv[1], layout=StemsLayout())]
+print(ingest_sources(src, sys.argv[2], cfg=IngestConfig(tempo=False, workers=1, batch_size=2)).line())
+"""
+
+
+def test_concurrent_ingests_of_one_catalogue_share_it_safely(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    shutil.copytree(STEMS, tmp_path / "stems")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", INGEST, str(tmp_path / "stems"), str(tmp_path / "cat")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    cat = Catalog.open(tmp_path / "cat")
+    stems = cat.stems(include_duplicates=True, include_deleted=True)
+    assert len(stems) == 16 and stems["key"].is_unique and not stems["deleted"].any()
+    assert cat.rejects().empty
+    again = ingest_sources([SourceConfig(name="s", root=tmp_path / "stems", layout=StemsLayout())], tmp_path / "cat",
+                           cfg=FAST)
+    assert again.skipped == 16 and again.measured == 0
