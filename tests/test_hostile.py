@@ -13,6 +13,7 @@ import errno
 import os
 import pickle
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from stemdb.config import IngestConfig, SourceConfig, StemsLayout
 from stemdb.errors import AudioReadError, AudioWriteError, ConfigError
 from stemdb.ingest import ingest_sources
 
-from .conftest import STEMS
+from .conftest import MUSDB, STEMS
 
 FAST = IngestConfig(tempo=False, workers=1)
 NO_AUG = RemixConfig(seconds=1.0, levels={"mode": "uniform"})
@@ -440,3 +441,51 @@ def test_concurrent_ingests_of_one_catalogue_share_it_safely(tmp_path: Path) -> 
     again = ingest_sources([SourceConfig(name="s", root=tmp_path / "stems", layout=StemsLayout())], tmp_path / "cat",
                            cfg=FAST)
     assert again.skipped == 16 and again.measured == 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 7. evaluation of estimates that are short, not finite or not audio
+
+
+def _estimates(root: Path, tracks: list[str]) -> Path:
+    for t in tracks:
+        shutil.copytree(MUSDB / "train" / t, root / t, ignore=shutil.ignore_patterns("mixture.wav"))
+    return root
+
+
+def test_short_estimate_is_an_error_not_a_better_score(tmp_path: Path) -> None:
+    """Regression (issue 18.7): a half-length estimate scored SDR 21.4 against 20.5 for the whole one, with only a
+    debug log."""
+    from train.evaluate import EvaluationError, score_folders
+
+    est = _estimates(tmp_path / "est", ["Music Delta - Rock"])
+    a, sr = audio.read(est / "Music Delta - Rock" / "vocals.wav")
+    audio.write(est / "Music Delta - Rock" / "vocals.wav", a[:, : a.shape[1] // 2], sr)
+    with pytest.raises(EvaluationError, match=r"vocals\.wav: 88200 frames, the reference has 176400"):
+        score_folders(est, MUSDB, stems=["vocals"])
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_estimate_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 value: float) -> None:
+    """Regression (issue 18.7): NaN or inf samples gave `null` scores with exit 0 and a numpy warning."""
+    est = _estimates(tmp_path / "est", ["Music Delta - Rock"])
+    a, sr = audio.read(est / "Music Delta - Rock" / "bass.wav")
+    a[:, 1000:1010] = value
+    audio.write(est / "Music Delta - Rock" / "bass.wav", a, sr, subtype="FLOAT")
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a numpy RuntimeWarning would fail the test
+        r = _cli(["evaluate", "--estimates", "est", "--references", str(MUSDB), "--stem", "bass"])
+    _one_line_error(r, "bass.wav", "20 non-finite samples")
+    assert not (tmp_path / "scores.json").exists()
+
+
+def test_two_worker_evaluation_names_the_corrupt_estimate(tmp_path: Path) -> None:
+    """Regression (issue 18.2): `stemdb evaluate --workers 2` with a corrupt estimate ended in BrokenProcessPool."""
+    from train.evaluate import score_folders
+
+    est = _estimates(tmp_path / "est", ["Music Delta - Rock", "Music Delta - Hendrix"])
+    (est / "Music Delta - Hendrix" / "drums.wav").write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(AudioReadError, match=r"Hendrix/drums\.wav: decoding failed \(Format not recognised"):
+        score_folders(est, MUSDB, stems=["drums"], workers=2)

@@ -163,6 +163,9 @@ def _aligned(
             )
         if r.shape[0] != e.shape[0]:
             raise ValueError(f"{stem}: estimate has {e.shape[0]} channel(s), reference {r.shape[0]}")
+        if not (np.isfinite(r).all() and np.isfinite(e).all()):
+            raise ValueError(f"{stem}: non-finite samples (NaN or inf) in the reference or the estimate; allowed: "
+                             "finite samples only")
     channels = {r.shape[0] for r in refs.values()}
     if len(channels) > 1:
         raise ValueError(f"references have different channel counts {sorted(channels)}; allowed: one count")

@@ -40,6 +40,10 @@ MUSDB_STEM_ORDER: tuple[str, ...] = ("vocals", "drums", "bass", "other", "accomp
 #: Endings of stem files in track folders, in order of preference.
 STEM_SUFFIXES: tuple[str, ...] = (".wav", ".flac")
 
+#: How far (seconds) an estimate's length may be from its reference's: padded or cut with a warning within it,
+#: an error beyond it (a frame of padding from an STFT model passes; a half-length estimate does not).
+LENGTH_TOLERANCE_S = 0.1
+
 #: Split folders that may sit between a root and its track folders.
 SPLIT_FOLDERS: frozenset[str] = frozenset({"train", "test", "valid", "validation"})
 
@@ -351,8 +355,24 @@ def _score_job(job: _TrackJob) -> TrackScores:
                 raise EvaluationError(
                     f"{path}: {est.shape[0]} channel(s), the reference of {stem!r} has {refs[stem].shape[0]}"
                 )
+            _check_estimate(path, est, refs[stem].shape[1], sr)
             ests[stem] = est
     return score_track(refs, ests, sr, window_s=job.window_s, hop_s=job.hop_s)
+
+
+def _check_estimate(path: Path, est: np.ndarray, ref_frames: int, sr: int) -> None:
+    """An estimate must hold finite samples and about the reference's length: a short estimate would be padded with
+    silence and can score higher than the whole one, so a gap above :data:`LENGTH_TOLERANCE_S` is an error."""
+    bad = est.size - int(np.isfinite(est).sum())
+    if bad:
+        raise EvaluationError(f"{path}: {bad} non-finite samples (NaN or inf); allowed: finite samples only")
+    gap = abs(est.shape[1] - ref_frames)
+    if gap > LENGTH_TOLERANCE_S * sr:
+        raise EvaluationError(f"{path}: {est.shape[1]} frames, the reference has {ref_frames} ({gap / sr:.3f} s "
+                              f"apart); allowed: within {LENGTH_TOLERANCE_S} s")
+    if gap:
+        logger.warning("%s: %d frames, the reference has %d; padded or cut to match", path, est.shape[1],
+                       ref_frames)
 
 
 def _load_references(ref: ReferenceTrack, stems: tuple[str, ...], *, with_mixture: bool) -> tuple[dict, int]:
