@@ -15,7 +15,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -31,10 +30,11 @@ from augment.recipe import Recipe, recipes_table
 from augment.remix import plan_recipes
 from augment.render import StemTable, measure_recipe, render_recipe
 from augment.writer import is_complete, remove_stale, write_mixture
-from stemdb.atomic import folder_lock, write_text_atomic
+from stemdb.atomic import folder_lock, remove_temps, write_text_atomic
 from stemdb.catalog import write_parquet_atomic
 from stemdb.config import fingerprint_of
 from stemdb.errors import ConfigError
+from stemdb.workers import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +139,10 @@ def build_remix(
     with folder_lock(out, "stemdb remix"):
         claim_output(out, seed=seed, settings=fingerprint_of({"cfg": cfg.model_dump(mode="json"),
                                                               "seconds": seconds or cfg.seconds}))
+        for d in (out, out / ".parts"):  # temp files of a killed build (the lock says no build is running)
+            remove_temps(d)
         if workers > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with process_pool(workers) as pool:
                 rendered = _count(pool.map(_render_chunk_job, jobs), len(jobs), progress)
         else:
             rendered = _count(map(_render_chunk_job, jobs), len(jobs), progress)

@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -39,6 +40,19 @@ def atomic_open(path: str | Path, mode: str = "wb", *, encoding: str | None = No
             os.unlink(tmp)
         raise
     fsync_dir(p.parent)
+
+
+def remove_temps(folder: str | Path, *, older_than_s: float = 0.0) -> int:
+    """Remove the temp files :func:`atomic_open` leaves in ``folder`` when its process is killed mid-write
+    (``.<name>.<random>.tmp``, 0 bytes when killed before the first write), if older than ``older_than_s``
+    (a concurrent writer's temp file is seconds old). Returns how many were removed."""
+    now, n = time.time(), 0
+    for p in Path(folder).glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            if p.is_file() and now - p.stat().st_mtime >= older_than_s:
+                p.unlink()
+                n += 1
+    return n
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from stemdb.atomic import atomic_open, fsync_dir, write_text_atomic
+from stemdb.atomic import atomic_open, fsync_dir, remove_temps, write_text_atomic
 from stemdb.errors import CatalogError
 
 #: Version 2 added ``codec``, ``bitrate_kbps`` and ``lossy``. A version-1 catalogue still opens (those columns
@@ -93,6 +93,9 @@ REJECTS_SCHEMA = pa.schema(
         ("schema_version", pa.int16()),
     ]
 )
+
+#: Temp files of killed writers older than this (seconds) are removed at compaction (a live writer's are newer).
+STALE_TEMP_S = 600.0
 
 _TABLES = {"stems": STEMS_SCHEMA, "rejects": REJECTS_SCHEMA}
 _TIME_COL = {"stems": "ingested_at", "rejects": "rejected_at"}
@@ -289,7 +292,8 @@ class Catalog:
         return write_parquet_atomic(t, self.root / name / fname)
 
     def compact(self, name: str, *, drop_keys: set[str] | None = None) -> None:
-        """Rewrite a table as one part (latest row per key), then remove the older parts."""
+        """Rewrite a table as one part (latest row per key), then remove the older parts and stale temp files."""
+        remove_temps(self.root / name, older_than_s=STALE_TEMP_S)
         parts = self._parts(name)
         if len(parts) <= 1 and not drop_keys:
             return

@@ -14,7 +14,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +28,7 @@ from stemdb.config import IngestConfig, MusdbLayout, SourceConfig, StemsLayout
 from stemdb.errors import AudioReadError, MissingDependencyError
 from stemdb.measure import measure, warm_up_tempo
 from stemdb.scan import FileJob, hash_split, scan_source
+from stemdb.workers import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +276,7 @@ def _measure_all(
     else:
         if cfg.tempo:
             warm_up_tempo()  # the workers inherit librosa's compiled kernels (see warm_up_tempo)
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with process_pool(workers) as pool:
             pending: set[Future] = set()
             it = iter(todo)
             for job in it:
@@ -371,13 +372,9 @@ def finalize(cat: Catalog) -> tuple[int, list[str]]:
     cat.compact("stems", drop_keys=stale_rows)
     cat.compact("rejects", drop_keys=fixed_rejects)
     leaks = _leakage(live)
-    for song in leaks:
-        log.warning(
-            "train/test leakage: song %r appears in splits %s",
-            song,
-            sorted(live.loc[live["song"] == song, "split"].unique()),
-        )
-    return int(mask.sum()), leaks
+    for song, why in leaks.items():
+        log.warning("train/test leakage: song %r %s", song, why)
+    return int(mask.sum()), sorted(leaks)
 
 
 def _settle_rejects(cat: Catalog, stems: pd.DataFrame) -> tuple[set[str], set[str]]:
@@ -402,14 +399,23 @@ def _flag_length_mismatch(live: pd.DataFrame, flags: pd.Series) -> None:
                 flags[idx] = [*flags[idx], "length_mismatch"]
 
 
-def _leakage(live: pd.DataFrame) -> list[str]:
+def _leakage(live: pd.DataFrame) -> dict[str, str]:
+    """Songs that leak between splits, with why: the song itself is in several splits, or a stem of it has the
+    same content as a stem in another split. Digital silence is not content: the silent stems of instrumental
+    tracks are identical everywhere and leak nothing."""
     canon = live[live["duplicate_of"].isna()]
-    by_song = canon.groupby("song")["split"].nunique()
-    songs = set(by_song[by_song > 1].index)
-    by_content = live.groupby("stem_id")["split"].nunique()
-    for sid in by_content[by_content > 1].index:
-        songs.update(live.loc[live["stem_id"] == sid, "song"])
-    return sorted(songs)
+    out: dict[str, str] = {}
+    for song, g in canon.groupby("song"):
+        if g["split"].nunique() > 1:
+            out[str(song)] = f"appears in splits {sorted(g['split'].unique())}"
+    audible = live[~live["flags"].map(lambda f: "silent" in list(f))]
+    for _sid, g in audible.groupby("stem_id"):
+        if g["split"].nunique() < 2:
+            continue
+        for song, split in zip(g["song"], g["split"], strict=True):
+            others = sorted({f"{s} ({sp})" for s, sp in zip(g["song"], g["split"], strict=True) if sp != split})
+            out.setdefault(str(song), f"({split}) shares a stem's content with {', '.join(others)}")
+    return dict(sorted(out.items()))
 
 
 def ingest_folder(

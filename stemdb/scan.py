@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -131,10 +131,30 @@ def _scan_musdb(src: SourceConfig, root: Path, layout: MusdbLayout) -> list[File
             elif entry.is_dir():
                 track = entry.name
                 sp = "valid" if split == "train" and track in valid else split
-                for f in sorted(entry.iterdir()):
-                    kind = f.name.split(".")[0].lower()
-                    if kind in layout.stems and (audio_io.is_audio_path(f) or f.is_symlink()):
-                        jobs.append(_job(src, root, f, (kind,), track, sp))
+                jobs.extend(_track_jobs(src, root, entry, layout, track, sp))
+    return jobs
+
+
+def _track_jobs(src: SourceConfig, root: Path, folder: Path, layout: MusdbLayout, track: str,
+                split: str) -> list[FileJob]:
+    """The stems of one track folder; an audio file that is no stem of the layout, and a stem the layout expects
+    but the folder lacks, become jobs with a ``problem`` (rejects), so neither goes unnoticed."""
+    jobs, found, suffix = [], set(), ".wav"
+    for f in sorted(folder.iterdir()):
+        kind = f.name.split(".")[0].lower()
+        if not (audio_io.is_audio_path(f) or (f.is_symlink() and kind in layout.stems)):
+            continue
+        job = _job(src, root, f, (kind,), track, split)
+        if kind in layout.stems:
+            found.add(kind)
+            suffix = f.suffix or suffix
+        elif job.problem is None:
+            job = replace(job, problem=f"not a stem of the musdb layout ({', '.join(layout.stems)}); add "
+                                      f"{kind!r} to the source's layout.stems to ingest it")
+        jobs.append(job)
+    for kind in (k for k in layout.stems if k not in found):
+        job = _job(src, root, folder / f"{kind}{suffix}", (kind,), track, split)
+        jobs.append(replace(job, problem=f"missing: the musdb layout expects {kind}{suffix} in every track folder"))
     return jobs
 
 

@@ -489,3 +489,118 @@ def test_two_worker_evaluation_names_the_corrupt_estimate(tmp_path: Path) -> Non
     (est / "Music Delta - Hendrix" / "drums.wav").write_bytes(np.random.default_rng(0).bytes(5000))
     with pytest.raises(AudioReadError, match=r"Hendrix/drums\.wav: decoding failed \(Format not recognised"):
         score_folders(est, MUSDB, stems=["drums"], workers=2)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 8. smaller: killed parents, stale temp files, incomplete MUSDB tracks, the leakage warning
+
+
+KILLABLE_INGEST = """
+import sys
+from stemdb.config import IngestConfig, SourceConfig, StemsLayout
+from stemdb.ingest import ingest_sources
+src = [SourceConfig(name="s", root=sys.argv[1], layout=StemsLayout())]
+ingest_sources(src, sys.argv[2], cfg=IngestConfig(tempo=False, workers=2, batch_size=1))
+"""
+
+
+def _children(pid: int) -> set[int]:
+    try:
+        return {int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    except OSError:
+        return set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the process tree from /proc (Linux)")
+def test_killing_the_ingest_parent_ends_its_workers(tmp_path: Path) -> None:
+    """Regression (issue 18.8): the pool workers of a killed ingest stayed for 50 s and more."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    for i in range(4):
+        shutil.copytree(STEMS, tmp_path / "corpus" / f"set{i}")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", KILLABLE_INGEST, str(tmp_path / "corpus"), str(tmp_path / "cat")],
+                            env=env)
+    deadline, workers = time.time() + 120, set()
+    while time.time() < deadline and len(workers) < 2:
+        workers = _children(proc.pid)
+        time.sleep(0.05)
+    assert len(workers) >= 2, "the ingest never started its pool"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    t0 = time.time()
+    while time.time() - t0 < 10 and any(_alive(w) for w in workers):
+        time.sleep(0.1)
+    assert not any(_alive(w) for w in workers), f"workers still alive {time.time() - t0:.1f} s after the kill"
+
+
+def test_stale_temp_files_of_killed_writers_are_removed(tmp_path: Path) -> None:
+    """Regression (issue 18.8): a 0-byte temp part file of a killed ingest was never cleaned."""
+    src = _stems_catalog(tmp_path / "stems", tmp_path / "cat")
+    stale = tmp_path / "cat" / "stems" / ".part-00000000000000000001-deadbeef.parquet.k2j3h4.tmp"
+    fresh = tmp_path / "cat" / "stems" / ".part-00000000000000000002-cafecafe.parquet.a1b2c3.tmp"
+    stale.write_bytes(b"")
+    fresh.write_bytes(b"")  # a concurrent writer's, seconds old: kept
+    os.utime(stale, (1, 1))
+    ingest_sources(src, tmp_path / "cat", cfg=FAST)
+    assert not stale.exists() and fresh.exists()
+    out = tmp_path / "out"
+    build_remix(tmp_path / "cat", out, n=2, seed=0, cfg=NO_AUG)
+    (out / ".recipes.parquet.x1y2z3.tmp").write_bytes(b"")
+    (out / ".parts" / ".chunk-0000000-abc.parquet.q9w8e7.tmp").write_bytes(b"")
+    build_remix(tmp_path / "cat", out, n=2, seed=0, cfg=NO_AUG)  # holds the lock: every temp file is stale
+    assert not [p for p in _files(out) if p.endswith(".tmp")]
+
+
+def test_incomplete_musdb_track_and_extra_stems_are_rejects(tmp_path: Path) -> None:
+    """Regression (issue 18.8): a track without bass.wav was not flagged; guitar.wav was ignored silently."""
+    track = tmp_path / "m" / "train" / "Music Delta - Rock"
+    shutil.copytree(MUSDB / "train" / "Music Delta - Rock", track)
+    (track / "bass.wav").unlink()
+    shutil.copy(track / "other.wav", track / "guitar.wav")
+    (track / "notes.txt").write_text("not audio, not a stem: not listed")
+    from stemdb.ingest import ingest_folder
+
+    rep = ingest_folder(tmp_path / "m", layout="musdb", catalog=tmp_path / "cat", cfg=FAST)
+    rej = Catalog.open(tmp_path / "cat").rejects().set_index("path")["reason"]
+    assert rep.measured == 4 and rep.rejected == 2
+    assert "missing" in rej["train/Music Delta - Rock/bass.wav"]
+    assert "not a stem of the musdb layout" in rej["train/Music Delta - Rock/guitar.wav"]
+    shutil.copy(MUSDB / "train" / "Music Delta - Rock" / "bass.wav", track / "bass.wav")  # completed later
+    rep = ingest_folder(tmp_path / "m", layout="musdb", catalog=tmp_path / "cat", cfg=FAST)
+    cat = Catalog.open(tmp_path / "cat")
+    assert rep.measured == 1 and list(cat.rejects()["path"]) == ["train/Music Delta - Rock/guitar.wav"]
+    assert "bass" in set(cat.stems()["kind"])
+
+
+def test_leakage_names_real_leaks_only(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Regression (issue 18.8): the leakage warning fired for a song found in a single split (two instrumental
+    tracks share their silent vocals' content)."""
+    import logging
+
+    root = tmp_path / "m"
+    shutil.copytree(MUSDB / "train" / "Music Delta - Zeppelin", root / "train" / "Music Delta - Zeppelin")
+    track = root / "test" / "Other Instrumental"
+    shutil.copytree(MUSDB / "train" / "Music Delta - Rock", track)
+    silent, sr = audio.read(MUSDB / "train" / "Music Delta - Zeppelin" / "vocals.wav")
+    audio.write(track / "vocals.wav", silent, sr)  # the same digital silence in the test split
+    from stemdb.ingest import ingest_folder
+
+    with caplog.at_level(logging.WARNING, logger="stemdb.ingest"):
+        rep = ingest_folder(root, layout="musdb", catalog=tmp_path / "cat", cfg=FAST)
+    assert rep.leakage == [] and "leakage" not in caplog.text
+    shutil.copy(MUSDB / "train" / "Music Delta - Zeppelin" / "drums.wav", track / "drums.wav")  # a real leak
+    with caplog.at_level(logging.WARNING, logger="stemdb.ingest"):
+        rep = ingest_folder(root, layout="musdb", catalog=tmp_path / "cat", cfg=FAST)
+    assert rep.leakage == ["Music Delta - Zeppelin", "Other Instrumental"]
+    assert "shares a stem's content with Other Instrumental (test)" in caplog.text

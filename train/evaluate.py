@@ -16,7 +16,6 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from stemdb import audio
 from stemdb.atomic import write_text_atomic
 from stemdb.errors import StemdbError
 from stemdb.shaping import fit_length
+from stemdb.workers import process_pool
 from train.bsseval import TrackScores, score_track
 
 logger = logging.getLogger(__name__)
@@ -321,7 +321,7 @@ def _run_jobs(
         ctx = multiprocessing.get_context("spawn")  # safe with torch/OpenMP threads in the parent
         procs = min(workers, len(jobs))
         threads = max(1, (os.cpu_count() or 1) // procs)  # BLAS threads per worker: the cores, shared out
-        with ProcessPoolExecutor(max_workers=procs, mp_context=ctx) as pool:
+        with process_pool(procs, mp_context=ctx) as pool:
             futures = [(job.ref.name, pool.submit(_score_job_limited, job, threads)) for job in jobs]
             for name, fut in futures:
                 done(name, fut.result())
