@@ -18,7 +18,7 @@ from stemdb.errors import ConfigError
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # NaN/inf: never a setting
 
 
 class MixLevels(_Frozen):

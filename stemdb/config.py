@@ -40,7 +40,7 @@ def safe_names(names: Iterable[str], what: str) -> None:
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # NaN/inf: never a setting
 
 
 class HashSplit(_Frozen):

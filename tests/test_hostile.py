@@ -604,3 +604,27 @@ def test_leakage_names_real_leaks_only(tmp_path: Path, caplog: pytest.LogCapture
         rep = ingest_folder(root, layout="musdb", catalog=tmp_path / "cat", cfg=FAST)
     assert rep.leakage == ["Music Delta - Zeppelin", "Other Instrumental"]
     assert "shares a stem's content with Other Instrumental (test)" in caplog.text
+
+
+@pytest.mark.parametrize(("section", "key"), [
+    ({"remix": {"seconds": float("nan")}}, "remix.seconds"),
+    ({"remix": {"levels": {"mix_lufs": [float("-inf"), -10.0]}}}, "remix.levels.mix_lufs"),
+    ({"remix": {"levels": {"uniform_gain_db": [float("nan"), 3.0]}}}, "remix.levels.uniform_gain_db"),
+    ({"remix": {"levels": {"fallback_rel_lufs": {"vocals": float("inf")}}}}, "remix.levels.fallback_rel_lufs"),
+    ({"remix": {"silent_prob": {"vocals": float("nan")}}}, "remix.silent_prob"),
+    ({"ingest": {"silence_db": float("-inf")}}, "ingest.silence_db"),
+    ({"remix": {"augment": {"vocals": {"gain": {"p": float("nan")}}}}}, "gain"),
+])
+def test_non_finite_config_values_are_refused(tmp_path: Path, section: dict, key: str) -> None:
+    """Hostile config values: NaN and inf are no setting of any key (pydantic accepted them where a key had no
+    bounds, e.g. the mixture loudness range)."""
+    import yaml
+
+    from augment.config import load_project
+    from augment.remix import chain_for
+
+    (tmp_path / "data.yaml").write_text(yaml.safe_dump(section))
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        cfg = load_project(tmp_path / "data.yaml")
+        for target in cfg.remix.targets:
+            chain_for(cfg.remix, target)
