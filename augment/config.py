@@ -40,6 +40,16 @@ class TempoConfig(_Frozen):
     max_rate_change: float = Field(0.08, gt=0.0, lt=0.5)
 
 
+def _default_augment() -> dict[str, dict[str, dict[str, Any]]]:
+    """The shipped ``data.yaml``'s ``remix.augment``: channel swap and polarity at p = 0.5 for every MUSDB target,
+    pitch declared for vocals but off (tests/test_config.py holds every default equal to ``data.yaml``)."""
+    def swap_flip() -> dict[str, dict[str, Any]]:
+        return {"channel_swap": {"p": 0.5}, "polarity": {"p": 0.5}}
+
+    return {"vocals": {"pitch": {"min_semitones": -2, "max_semitones": 2, "p": 0.0}, **swap_flip()},
+            **{t: swap_flip() for t in ("drums", "bass", "other")}}
+
+
 class RemixConfig(_Frozen):
     """How mixtures are drawn and rendered (see :mod:`augment.remix` and :mod:`augment.render`)."""
 
@@ -56,7 +66,7 @@ class RemixConfig(_Frozen):
     valid_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     levels: MixLevels = MixLevels()
     tempo: TempoConfig = TempoConfig()
-    augment: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
+    augment: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=_default_augment)
 
     @field_validator("targets")
     @classmethod
@@ -102,9 +112,26 @@ def load_project(config: str | Path | StemdbConfig | None = None, *,
         return config
     if isinstance(config, StemdbConfig):
         return validate_config(ProjectConfig, config.model_dump(mode="python"))
-    if config is None and Path("data.yaml").is_file():
-        config = Path("data.yaml")
+    if config is None:
+        config = default_config_path()
     return load_config(config, overrides=overrides, schema=ProjectConfig)
+
+
+def default_config_path(folder: str | Path | None = None) -> Path | None:
+    """``FOLDER/data.yaml`` (default: the working folder's) when it is a file, else ``None`` (built-in defaults)."""
+    p = Path(folder or ".") / "data.yaml"
+    return p if p.is_file() else None
+
+
+def config_source(config: str | Path | None = None, *, folder: str | Path | None = None) -> str:
+    """In words, which config :func:`load_project` (``config``) uses: the file given, ``FOLDER/data.yaml``, or
+    ``built-in defaults (no data.yaml in FOLDER)``. The built-in defaults are the shipped ``data.yaml``'s, without
+    its ``sources`` (tests/test_config.py holds every other key equal)."""
+    if config is not None:
+        return str(config)
+    p = default_config_path(folder)
+    where = Path(folder or ".").resolve()
+    return str(where / "data.yaml") if p is not None else f"built-in defaults (no data.yaml in {where})"
 
 
 def remix_config(config: str | Path | StemdbConfig | RemixConfig | Mapping[str, Any] | None) -> RemixConfig:
@@ -134,5 +161,5 @@ def remix_section(mapping: Mapping[str, Any]) -> RemixConfig:
     return validate_config(RemixConfig, mapping, prefix="remix.", what="invalid remix configuration")
 
 
-__all__ = ["MixLevels", "ProjectConfig", "RemixConfig", "TempoConfig", "load_project", "remix_config",
-           "remix_section"]
+__all__ = ["MixLevels", "ProjectConfig", "RemixConfig", "TempoConfig", "config_source", "default_config_path",
+           "load_project", "remix_config", "remix_section"]

@@ -135,7 +135,7 @@ class StemdbConfig(_Frozen):
     their owners (:class:`augment.config.ProjectConfig` types ``remix``; ``train.config.train_config``,
     ``pipelines.params.pipelines_config`` the others)."""
 
-    catalog: Path = Path("catalog")
+    catalog: Path = Path("work/catalog")  # as the shipped data.yaml (tests/test_config.py holds them equal)
     sources: tuple[SourceConfig, ...] = ()
     ingest: IngestConfig = IngestConfig()
     remix: dict[str, Any] = Field(default_factory=dict)

@@ -244,7 +244,7 @@ def ingest_sources(
     report.duplicates, report.leakage = finalize(cat)
     report.summary = cat.summary().line()
     report.seconds = time.perf_counter() - t0
-    log.info(report.line())
+    log.debug(report.line())  # the caller prints or publishes the summary: once
     return report
 
 

@@ -325,7 +325,7 @@ def _silence(s: Mapping[str, Any], live: pd.DataFrame) -> Section:
         r.append(fmt(s["silent_files_by_kind"][k]))
     fig, ax = new_figure(7.5, 3.6)
     box_plot(ax, {k: live.loc[live["kind"] == k, "silence_ratio"].tolist() for k in s["silence_ratio_by_kind"]},
-             title="Silence ratio per kind", ylabel="fraction of the file below the silence threshold")
+             title="Silence ratio per kind", ylabel="silent share of the file")
     ax.set_ylim(-0.03, 1.03)
     clip_rows = [[k, fmt(v["count"]), fmt(s["clipping_files_by_kind"][k]),
                   *("—" if v[c] is None else f"{v[c]:.2e}" for c in ("median", "mean", "max"))]
