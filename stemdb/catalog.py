@@ -193,9 +193,8 @@ class Catalog:
         need = None
         if columns is not None:
             need = list(dict.fromkeys([*columns, "key", _TIME_COL[name]]))
-        dataset = ds.dataset([str(p) for p in parts], schema=schema, format="parquet")
-        t = dataset.to_table(columns=need, filter=filter)
-        if len(parts) > 1:
+        t, n_parts = _read_parts(self, name, parts, need, filter)
+        if n_parts > 1:
             t = _latest_per_key(t, _TIME_COL[name])
         if columns is not None:
             t = t.select(columns)
@@ -313,6 +312,23 @@ class Catalog:
         data = json.loads(meta.read_text())
         data.setdefault("sources", {}).update(roots)
         write_json_atomic(data, meta)
+
+
+def _read_parts(cat: Catalog, name: str, parts: list[Path], columns: list[str] | None,
+                filter) -> tuple[pa.Table, int]:  # noqa: ANN001
+    """Read the part files (and say how many); when a compaction removed one between listing and reading (a reader
+    beside a writer), list again: the compacted part holds the same rows."""
+    attempt = 0
+    while True:
+        try:
+            dataset = ds.dataset([str(p) for p in parts], schema=_TABLES[name], format="parquet")
+            return dataset.to_table(columns=columns, filter=filter), len(parts)
+        except FileNotFoundError:
+            attempt += 1
+            if attempt >= 5:
+                raise
+            time.sleep(0.05 * attempt)
+            parts = cat._parts(name) or parts
 
 
 def _not_in(t: pa.Table, keys: set[str]) -> pa.Array:

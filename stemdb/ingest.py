@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from stemdb import audio as audio_io
+from stemdb.atomic import folder_lock
 from stemdb.catalog import SCHEMA_VERSION, Catalog
 from stemdb.config import IngestConfig, MusdbLayout, SourceConfig, StemsLayout
 from stemdb.errors import AudioReadError, MissingDependencyError
@@ -222,15 +223,27 @@ def ingest_sources(
 ) -> IngestReport:
     """Ingest every source into the catalogue folder (created when missing) and return what was done.
 
-    Bad files never stop the run: they become rows of the rejects table.
+    Bad files never stop the run: they become rows of the rejects table. One ingest writes a catalogue at a time.
+
+    Raises:
+        BusyError: another ingest is writing the catalogue (its pid is named).
     """
     t0 = time.perf_counter()
     cfg = cfg or IngestConfig()
     sources = list(sources)
-    report = IngestReport()
     all_jobs: list[FileJob] = []
     for src in sources:  # a missing source root fails here, before anything is written
         all_jobs.extend(scan_source(src))
+    with folder_lock(catalog, "stemdb ingest"):
+        report = _ingest_jobs(sources, all_jobs, catalog, cfg, progress)
+    report.seconds = time.perf_counter() - t0
+    log.debug(report.line())  # the caller prints or publishes the summary: once
+    return report
+
+
+def _ingest_jobs(sources: list[SourceConfig], all_jobs: list[FileJob], catalog: str | Path, cfg: IngestConfig,
+                 progress: Callable[[int, int], None] | None) -> IngestReport:
+    report = IngestReport()
     cat = Catalog.create(catalog)
     cat.set_source_roots({s.name: str(Path(s.root).resolve()) for s in sources})
     report.scanned = len(all_jobs)
@@ -243,8 +256,6 @@ def ingest_sources(
     )
     report.duplicates, report.leakage = finalize(cat)
     report.summary = cat.summary().line()
-    report.seconds = time.perf_counter() - t0
-    log.debug(report.line())  # the caller prints or publishes the summary: once
     return report
 
 
