@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
 from stemdb.config import MUSDB_TARGETS, StemdbConfig, load_config, safe_names, validate_config
 from stemdb.errors import ConfigError
@@ -50,6 +50,36 @@ def _default_augment() -> dict[str, dict[str, dict[str, Any]]]:
             **{t: swap_flip() for t in ("drums", "bass", "other")}}
 
 
+class KeyConfig(_Frozen):
+    """Key-aware mixing (off by default; :mod:`augment.keys`): cross-song stems shifted by at most ``max_shift``
+    semitones into a key compatible with the reference stem's; stems whose key confidence is below
+    ``min_confidence`` (and drums) are left alone."""
+
+    enabled: bool = False
+    max_shift: int = Field(2, ge=0, le=6)
+    min_confidence: float = Field(0.05, ge=0.0, le=1.0)
+
+
+class StemFilters(_Frozen):
+    """Which catalogue stems a remix may draw, by their quality columns (:mod:`stemdb.quality`, docs/quality.md).
+
+    ``min_bandwidth_hz``: leave out stems whose effective bandwidth is below this (Hz; an MP3 at 128 kbps reads
+    about 16-17 kHz, at 64 kbps about 11 kHz); ``max_bleed``: leave out stems whose bleed score is above this (dB
+    over a typical clean stem of the kind; one number for every target, or per target, e.g. ``{vocals: 6}``);
+    ``lossy``: ``exclude`` leaves out stems decoded from a lossy codec; ``dedupe``: leave out near-duplicates of a
+    kept stem (exact copies, same content hash, are always left out). A stem whose measure is missing (null: too
+    short or silent to measure) fails a filter that is set.
+    """
+
+    min_bandwidth_hz: float | None = Field(None, ge=0.0, le=96000.0)
+    max_bleed: float | dict[str, float] | None = None
+    lossy: Literal["allow", "exclude"] = "allow"
+    dedupe: bool = True
+
+    def is_default(self) -> bool:
+        return self == StemFilters()
+
+
 class RemixConfig(_Frozen):
     """How mixtures are drawn and rendered (see :mod:`augment.remix` and :mod:`augment.render`)."""
 
@@ -67,6 +97,19 @@ class RemixConfig(_Frozen):
     levels: MixLevels = MixLevels()
     tempo: TempoConfig = TempoConfig()
     augment: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=_default_augment)
+    filters: StemFilters = StemFilters()
+    key: KeyConfig = KeyConfig()
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        # sections added after recipes were first written (filters, key) are left out of the dump while at their
+        # defaults, so the config fingerprint of a remix that sets none of them is unchanged
+        data = handler(self)
+        if self.filters.is_default():
+            data.pop("filters", None)
+        if self.key == KeyConfig():
+            data.pop("key", None)
+        return data
 
     @field_validator("targets")
     @classmethod
@@ -161,5 +204,5 @@ def remix_section(mapping: Mapping[str, Any]) -> RemixConfig:
     return validate_config(RemixConfig, mapping, prefix="remix.", what="invalid remix configuration")
 
 
-__all__ = ["MixLevels", "ProjectConfig", "RemixConfig", "TempoConfig", "config_source", "default_config_path",
-           "load_project", "remix_config", "remix_section"]
+__all__ = ["KeyConfig", "MixLevels", "ProjectConfig", "RemixConfig", "StemFilters", "TempoConfig",
+           "config_source", "default_config_path", "load_project", "remix_config", "remix_section"]

@@ -38,6 +38,7 @@ CatalogOpt = Annotated[Path | None, typer.Option("--catalog", help="catalogue fo
 OutCatalogOpt = Annotated[Path | None, typer.Option("--catalog", help="catalogue folder (default: from data.yaml)",
                                                     callback=opt.output_dir)]
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")]
+LAYOUTS = ("stems", "musdb", "multitrack", "medleydb", "moisesdb", "slakh")
 
 
 def _load(config: Path | None):  # noqa: ANN202 - augment.config.ProjectConfig
@@ -96,8 +97,8 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug l
 def ingest(
     folder: Annotated[Path | None, typer.Argument(help="ingest this one folder (needs --layout) instead of data.yaml's sources",
                                                   callback=opt.existing_dir)] = None,
-    layout: Annotated[str | None, typer.Option(help="layout of FOLDER: stems | musdb",
-                                               callback=opt.choice("stems", "musdb"))] = None,
+    layout: Annotated[str | None, typer.Option(help="layout of FOLDER: stems | musdb | multitrack | medleydb | moisesdb | slakh",
+                                               callback=opt.choice(*LAYOUTS))] = None,
     config: ConfigOpt = None,
     catalog: OutCatalogOpt = None,
     workers: Annotated[int | None, typer.Option(help="process-pool size (0 = one per core)",
@@ -117,7 +118,7 @@ def ingest(
         icfg = cfg.ingest.model_copy(update={k: v for k, v in (("workers", workers), ("tempo", tempo))
                                              if v is not None})
         if folder is not None and layout is None:
-            raise typer.BadParameter("FOLDER needs --layout stems|musdb")
+            raise typer.BadParameter("FOLDER needs --layout stems|musdb|multitrack|medleydb|moisesdb|slakh")
         if folder is None and not cfg.sources:
             raise typer.BadParameter("no sources: give FOLDER --layout, or a data.yaml with sources")
         if folder is None and (origin or licence):
@@ -179,6 +180,8 @@ def catalog_show(stem_id: Annotated[str, typer.Argument(help="a stem_id or a uni
             v = f"{len(v)} regions: " + ", ".join(f"[{a:.2f}, {b:.2f}]" for a, b in list(v)[:8])
         elif k == "beats":
             v = f"{len(v)} beats"
+        elif k in ("fingerprint", "loudness_100ms") and v is not None:
+            v = f"{len(v)} {'bytes' if k == 'fingerprint' else 'values'}"
         typer.echo(f"{k:>16}: {v}")
 
 

@@ -253,7 +253,7 @@ def ingest_stems_flow(
     cat = Catalog.create(p.catalog or cfg.catalog)
     cat.set_source_roots({s.name: str(Path(s.root).resolve()) for s in srcs})
 
-    jobs: list[FileJob] = [j for s in srcs for j in scan_source(s)]
+    jobs: list[FileJob] = [j for s in srcs for j in scan_source(s, cache=cat.root / "cache", taxonomy=icfg.taxonomy)]
     todo, same = plan(jobs, cat)
     batches = chunked(todo, icfg.batch_size)
     logger.info("ingest: %d files scanned, %d new or changed in %d batches, %d unchanged (task runner %s)",

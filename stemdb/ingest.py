@@ -25,9 +25,20 @@ import pandas as pd
 from stemdb import audio as audio_io
 from stemdb.atomic import folder_lock
 from stemdb.catalog import SCHEMA_VERSION, Catalog
-from stemdb.config import IngestConfig, MusdbLayout, SourceConfig, StemsLayout
+from stemdb.checks import flag_length_mismatch, leakage, settle_rejects
+from stemdb.config import (
+    IngestConfig,
+    MedleydbLayout,
+    MoisesdbLayout,
+    MultitrackLayout,
+    MusdbLayout,
+    SlakhLayout,
+    SourceConfig,
+    StemsLayout,
+)
 from stemdb.errors import AudioReadError, MissingDependencyError
 from stemdb.measure import measure, warm_up_tempo
+from stemdb.quality.columns import mark_near_duplicates, quality_columns, quality_counts
 from stemdb.scan import FileJob, hash_split, scan_source
 from stemdb.workers import process_pool
 
@@ -43,6 +54,8 @@ class IngestReport:
     rejected: int = 0
     deleted: int = 0
     duplicates: int = 0
+    unmapped: int = 0
+    lossy: int = 0
     leakage: list[str] = field(default_factory=list)
     seconds: float = 0.0
     summary: str = ""
@@ -50,7 +63,8 @@ class IngestReport:
     def line(self) -> str:
         return (
             f"ingest: {self.scanned} files scanned, {self.measured} measured, {self.skipped} unchanged, "
-            f"{self.rejected} rejected, {self.deleted} deleted, {self.duplicates} duplicates, "
+            f"{self.rejected} rejected ({self.unmapped} unmapped), {self.deleted} deleted, {self.duplicates} "
+            f"duplicates, {self.lossy} lossy, "
             f"{len(self.leakage)} songs in several splits; {self.seconds:.1f} s | catalogue: {self.summary}"
         )
 
@@ -64,8 +78,8 @@ def measure_job(job: FileJob, cfg: IngestConfig) -> tuple[list[dict], list[dict]
 
     now = datetime.now(UTC)
     full = Path(job.root) / job.path
-    if job.problem:
-        return [], [_reject(job, k, job.problem, now) for k in job.row_keys()]
+    if job.error:
+        return [], [_reject(job, k, job.error, now) for k in job.row_keys()]
     try:
         if job.bytes < 0 or not full.exists():
             raise AudioReadError(full, "unreadable: missing file or dangling link")
@@ -100,12 +114,13 @@ def measure_job(job: FileJob, cfg: IngestConfig) -> tuple[list[dict], list[dict]
                 clip_level=cfg.clip_level,
                 tempo=cfg.tempo,
             )
+            quality = quality_columns(a, sr, kind)
         except Exception as exc:  # noqa: BLE001 - recorded, never fatal
             why = f"non-finite samples: {exc}" if "NaN/inf" in str(exc) else \
                 f"measurement failed: {type(exc).__name__}: {exc}"
             rejects.append(_reject(job, key, why, now))
             continue
-        rows.append(_row(job, key, i if job.is_stem_mp4 else -1, kind, a, sr, info, m, now))
+        rows.append({**_row(job, key, i if job.is_stem_mp4 else -1, kind, a, sr, info, m, now), **quality})
     return rows, rejects
 
 
@@ -131,7 +146,7 @@ def _row(
     now: datetime,
 ) -> dict:  # noqa: ANN001
     flags = [f for f, on in (("silent", m.silence_ratio >= 1.0), ("clipping", m.clipping_ratio > 0.0),
-                             ("lossy", bool(info.lossy))) if on]
+                             ("lossy", bool(info.lossy))) if on] + list(job.flags)
     rec = m.as_record()
     song = job.song if job.song is not None else m.content_hash
     split = job.split
@@ -166,6 +181,7 @@ def _row(
         "beats": rec["beats_s"],
         "loudness_100ms": rec["loudness_100ms"],
         "flags": flags,
+        "provenance": job.provenance,
         "duplicate_of": None,
         "deleted": False,
         "ingested_at": now,
@@ -195,12 +211,13 @@ def _reject(job: FileJob, key: str, reason: str, now: datetime) -> dict:
 
 def plan(jobs: list[FileJob], cat: Catalog) -> tuple[list[FileJob], list[FileJob]]:
     """Split jobs into (to measure, unchanged) by comparing (path, size, mtime) with the catalogue and rejects.
-    Rows without a ``codec`` (written by schema version 1) count as changed, so a rerun fills the new columns."""
+    Rows written by an older schema (no ``codec``: version 1; ``schema_version`` below the current one) count as
+    changed, so a rerun fills the new columns."""
     known: dict[str, tuple[int, float]] = {}
-    stems = cat.table("stems", columns=["key", "bytes", "mtime", "deleted", "codec"]).to_pandas()
-    for k, b, m, d, c in zip(stems["key"], stems["bytes"], stems["mtime"], stems["deleted"], stems["codec"],
-                             strict=True):
-        if not d and isinstance(c, str):
+    stems = cat.table("stems", columns=["key", "bytes", "mtime", "deleted", "codec", "schema_version"]).to_pandas()
+    for k, b, m, d, c, v in zip(stems["key"], stems["bytes"], stems["mtime"], stems["deleted"], stems["codec"],
+                                stems["schema_version"], strict=True):
+        if not d and isinstance(c, str) and v == SCHEMA_VERSION:
             known[k] = (int(b), float(m))
     rej = cat.table("rejects", columns=["key", "bytes", "mtime"]).to_pandas()
     for k, b, m in zip(rej["key"], rej["bytes"], rej["mtime"], strict=True):
@@ -231,21 +248,24 @@ def ingest_sources(
     t0 = time.perf_counter()
     cfg = cfg or IngestConfig()
     sources = list(sources)
-    all_jobs: list[FileJob] = []
     for src in sources:  # a missing source root fails here, before anything is written
-        all_jobs.extend(scan_source(src))
+        if not Path(src.root).is_dir():
+            raise AudioReadError(src.root, f"source {src.name!r}: root folder does not exist")
     with folder_lock(catalog, "stemdb ingest"):
-        report = _ingest_jobs(sources, all_jobs, catalog, cfg, progress)
+        report = _ingest_jobs(sources, catalog, cfg, progress)
     report.seconds = time.perf_counter() - t0
     log.debug(report.line())  # the caller prints or publishes the summary: once
     return report
 
 
-def _ingest_jobs(sources: list[SourceConfig], all_jobs: list[FileJob], catalog: str | Path, cfg: IngestConfig,
+def _ingest_jobs(sources: list[SourceConfig], catalog: str | Path, cfg: IngestConfig,
                  progress: Callable[[int, int], None] | None) -> IngestReport:
-    report = IngestReport()
     cat = Catalog.create(catalog)
     cat.set_source_roots({s.name: str(Path(s.root).resolve()) for s in sources})
+    report = IngestReport()
+    all_jobs: list[FileJob] = []
+    for src in sources:
+        all_jobs.extend(scan_source(src, cache=cat.root / "cache", taxonomy=cfg.taxonomy))
     report.scanned = len(all_jobs)
     todo, same = plan(all_jobs, cat)
     report.skipped = len(same)
@@ -255,6 +275,7 @@ def _ingest_jobs(sources: list[SourceConfig], all_jobs: list[FileJob], catalog: 
         cat, {s.name for s in sources}, {k for j in all_jobs for k in j.row_keys()}
     )
     report.duplicates, report.leakage = finalize(cat)
+    report.unmapped, report.lossy = quality_counts(cat)
     report.summary = cat.summary().line()
     return report
 
@@ -357,7 +378,7 @@ def finalize(cat: Catalog) -> tuple[int, list[str]]:
     old row; a fixed file leaves the rejects), mark duplicates and length mismatches, compact. Returns (number of
     duplicate rows, songs found in more than one split)."""
     t = cat.table("stems").to_pandas()
-    stale_rows, fixed_rejects = _settle_rejects(cat, t)
+    stale_rows, fixed_rejects = settle_rejects(cat, t)
     t = t[~t["key"].isin(stale_rows)]
     if t.empty:
         cat.compact("stems", drop_keys=stale_rows)
@@ -369,7 +390,8 @@ def finalize(cat: Catalog) -> tuple[int, list[str]]:
     mask = canonical != live["key"]
     dup_of.loc[live.index[mask.to_numpy()]] = canonical[mask].to_numpy()
     flags = t["flags"].map(list)
-    _flag_length_mismatch(live, flags)
+    flag_length_mismatch(live, flags)
+    near = mark_near_duplicates(live, dup_of, flags)
     changed = (dup_of.fillna("") != t["duplicate_of"].fillna("")) | (
         flags.map(tuple) != t["flags"].map(tuple)
     )
@@ -382,51 +404,10 @@ def finalize(cat: Catalog) -> tuple[int, list[str]]:
         cat.append("stems", recs)
     cat.compact("stems", drop_keys=stale_rows)
     cat.compact("rejects", drop_keys=fixed_rejects)
-    leaks = _leakage(live)
+    leaks = leakage(live)
     for song, why in leaks.items():
         log.warning("train/test leakage: song %r %s", song, why)
-    return int(mask.sum()), sorted(leaks)
-
-
-def _settle_rejects(cat: Catalog, stems: pd.DataFrame) -> tuple[set[str], set[str]]:
-    """Keys with both a stem row and a reject row: (stem rows older than their reject, rejects older than their
-    live stem row). The newer measurement of a file is the true one."""
-    rej = cat.table("rejects", columns=["key", "rejected_at"]).to_pandas()
-    if rej.empty or stems.empty:
-        return set(), set()
-    both = stems[["key", "ingested_at", "deleted"]].merge(rej, on="key")
-    stale = both["rejected_at"] > both["ingested_at"]
-    fixed = ~stale & ~both["deleted"]
-    return set(both.loc[stale, "key"]), set(both.loc[fixed, "key"])
-
-
-def _flag_length_mismatch(live: pd.DataFrame, flags: pd.Series) -> None:
-    multi = live[live["source"].notna()]
-    for (_src, _song), g in multi.groupby(["source", "song"]):
-        if len(g) < 2 or g["frames"].nunique() == 1:
-            continue
-        for idx in g.index:
-            if "length_mismatch" not in flags[idx]:
-                flags[idx] = [*flags[idx], "length_mismatch"]
-
-
-def _leakage(live: pd.DataFrame) -> dict[str, str]:
-    """Songs that leak between splits, with why: the song itself is in several splits, or a stem of it has the
-    same content as a stem in another split. Digital silence is not content: the silent stems of instrumental
-    tracks are identical everywhere and leak nothing."""
-    canon = live[live["duplicate_of"].isna()]
-    out: dict[str, str] = {}
-    for song, g in canon.groupby("song"):
-        if g["split"].nunique() > 1:
-            out[str(song)] = f"appears in splits {sorted(g['split'].unique())}"
-    audible = live[~live["flags"].map(lambda f: "silent" in list(f))]
-    for _sid, g in audible.groupby("stem_id"):
-        if g["split"].nunique() < 2:
-            continue
-        for song, split in zip(g["song"], g["split"], strict=True):
-            others = sorted({f"{s} ({sp})" for s, sp in zip(g["song"], g["split"], strict=True) if sp != split})
-            out.setdefault(str(song), f"({split}) shares a stem's content with {', '.join(others)}")
-    return dict(sorted(out.items()))
+    return int(mask.sum()) + near, sorted(leaks)
 
 
 def ingest_folder(
@@ -440,13 +421,17 @@ def ingest_folder(
     licence: str = "unknown",
     progress: Callable[[int, int], None] | None = None,
 ) -> IngestReport:
-    """Ingest one folder with no config file (``layout`` = ``stems`` or ``musdb``)."""
+    """Ingest one folder with no config file (``layout``: ``stems``, ``musdb``, ``multitrack``, ``medleydb``,
+    ``moisesdb`` or ``slakh``, each with its defaults; the taxonomy is ``cfg.taxonomy``)."""
     r = Path(root).resolve()
-    lay = StemsLayout() if layout == "stems" else MusdbLayout() if layout == "musdb" else None
-    if lay is None:
+    layouts = {"stems": StemsLayout, "musdb": MusdbLayout, "multitrack": MultitrackLayout,
+               "medleydb": MedleydbLayout, "moisesdb": MoisesdbLayout, "slakh": SlakhLayout}
+    if layout not in layouts:
         from stemdb.errors import ConfigError
 
-        raise ConfigError(f"layout={layout!r} is not allowed; allowed: 'stems', 'musdb'", key="layout")
+        raise ConfigError(f"layout={layout!r} is not allowed; allowed: {', '.join(map(repr, layouts))}",
+                          key="layout")
+    lay = layouts[layout]()
     src = SourceConfig(name=name or _safe_name(r.name), root=r, layout=lay, origin=origin, licence=licence)
     return ingest_sources([src], catalog, cfg=cfg, progress=progress)
 

@@ -13,8 +13,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from stemdb import audio as audio_io
-from stemdb.config import HashSplit, MusdbLayout, SourceConfig, StemsLayout
+from stemdb.config import TRACK_LAYOUTS, HashSplit, MusdbLayout, SourceConfig, StemsLayout
 from stemdb.errors import AudioReadError
+from stemdb.taxonomy import Taxonomy
 
 MUSDB_SPLITS = ("train", "test")
 
@@ -35,7 +36,10 @@ class FileJob:
     mtime: float
     max_channels: int
     hash_split: tuple[float, float] | None = None  # (valid, test) fractions when split is None
-    problem: str | None = None  # known without decoding (a file name that is not UTF-8): the file is rejected
+    error: str | None = None  # known unusable at scan (unmapped track, bad metadata, a name that is not UTF-8,
+    # a stem a MUSDB track lacks or an audio file that is none of its stems): becomes a reject
+    flags: tuple[str, ...] = ()  # flags the layout gives the row (MedleyDB's has_bleed, instrumental)
+    provenance: str | None = None  # JSON: the source tracks of a stem summed from several (stemdb.tracks)
 
     @property
     def is_stem_mp4(self) -> bool:
@@ -48,16 +52,19 @@ class FileJob:
 
 
 
-
-
-def scan_source(src: SourceConfig) -> list[FileJob]:
-    """List the files of one source as jobs (no decoding). Raises AudioReadError when the root is missing."""
+def scan_source(src: SourceConfig, *, cache: Path | None = None, taxonomy: Taxonomy | None = None) -> list[FileJob]:
+    """List the files of one source as jobs (no decoding, except that the track layouts sum a song's tracks of
+    one kind into ``cache``: :mod:`stemdb.layouts`). Raises AudioReadError when the root is missing."""
     root = Path(src.root)
     if not root.is_dir():
         raise AudioReadError(root, f"source {src.name!r}: root folder does not exist")
+    if isinstance(src.layout, TRACK_LAYOUTS):
+        from stemdb.layouts import scan_tracks
+
+        return scan_tracks(src, root, cache=cache, taxonomy=taxonomy or Taxonomy())
     if isinstance(src.layout, MusdbLayout):
         return _scan_musdb(src, root, src.layout)
-    return _scan_stems(src, root, src.layout)
+    return _scan_stems(src, root, src.layout, taxonomy or Taxonomy())
 
 
 def _job(
@@ -74,7 +81,7 @@ def _job(
         size, mtime = int(st.st_size), float(st.st_mtime)
     except OSError:  # dangling link and the like: the measurement step records the reason
         size, mtime = -1, 0.0
-    rel, problem = printable_path(p.relative_to(root).as_posix())
+    rel, error = printable_path(p.relative_to(root).as_posix())
     return FileJob(
         source=src.name,
         root=str(root),
@@ -88,7 +95,7 @@ def _job(
         mtime=mtime,
         max_channels=src.max_channels,
         hash_split=hash_split,
-        problem=problem,
+        error=error,
     )
 
 
@@ -138,7 +145,7 @@ def _scan_musdb(src: SourceConfig, root: Path, layout: MusdbLayout) -> list[File
 def _track_jobs(src: SourceConfig, root: Path, folder: Path, layout: MusdbLayout, track: str,
                 split: str) -> list[FileJob]:
     """The stems of one track folder; an audio file that is no stem of the layout, and a stem the layout expects
-    but the folder lacks, become jobs with a ``problem`` (rejects), so neither goes unnoticed."""
+    but the folder lacks, become jobs with an ``error`` (rejects), so neither goes unnoticed."""
     jobs, found, suffix = [], set(), ".wav"
     for f in sorted(folder.iterdir()):
         kind = f.name.split(".")[0].lower()
@@ -148,17 +155,17 @@ def _track_jobs(src: SourceConfig, root: Path, folder: Path, layout: MusdbLayout
         if kind in layout.stems:
             found.add(kind)
             suffix = f.suffix or suffix
-        elif job.problem is None:
-            job = replace(job, problem=f"not a stem of the musdb layout ({', '.join(layout.stems)}); add "
+        elif job.error is None:
+            job = replace(job, error=f"not a stem of the musdb layout ({', '.join(layout.stems)}); add "
                                       f"{kind!r} to the source's layout.stems to ingest it")
         jobs.append(job)
     for kind in (k for k in layout.stems if k not in found):
         job = _job(src, root, folder / f"{kind}{suffix}", (kind,), track, split)
-        jobs.append(replace(job, problem=f"missing: the musdb layout expects {kind}{suffix} in every track folder"))
+        jobs.append(replace(job, error=f"missing: the musdb layout expects {kind}{suffix} in every track folder"))
     return jobs
 
 
-def _scan_stems(src: SourceConfig, root: Path, layout: StemsLayout) -> list[FileJob]:
+def _scan_stems(src: SourceConfig, root: Path, layout: StemsLayout, taxonomy: Taxonomy) -> list[FileJob]:
     rules = {k.lower(): v for k, v in layout.kinds.items()}
     seen: set[Path] = set()
     files: list[Path] = []
@@ -173,6 +180,11 @@ def _scan_stems(src: SourceConfig, root: Path, layout: StemsLayout) -> list[File
         rel_parts = p.relative_to(root).parts
         folders = [f.lower() for f in rel_parts[:-1]]
         kind = next((rules[f] for f in folders if f in rules), folders[0] if folders else "other")
+        error = None
+        if layout.names:
+            kind = taxonomy.kind_of_name(p.name) or next((rules[f] for f in folders if f in rules), "unmapped")
+            error = f"unmapped: no taxonomy rule for the file name and no folder in kinds ({p.name!r})" \
+                if kind == "unmapped" else None
         if layout.song == "parent":
             song: str | None = "/".join(rel_parts[:-1]) or p.stem
         elif regex is not None:
@@ -181,9 +193,10 @@ def _scan_stems(src: SourceConfig, root: Path, layout: StemsLayout) -> list[File
         else:
             song = None
         if isinstance(layout.split, HashSplit):
-            jobs.append(_job(src, root, p, (kind,), song, None, (layout.split.valid, layout.split.test)))
+            job = _job(src, root, p, (kind,), song, None, (layout.split.valid, layout.split.test))
         else:
-            jobs.append(_job(src, root, p, (kind,), song, layout.split))
+            job = _job(src, root, p, (kind,), song, layout.split)
+        jobs.append(job if error is None else replace(job, error=error))
     return jobs
 
 
