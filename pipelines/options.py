@@ -134,7 +134,7 @@ def choice(*allowed: str) -> Callable[[str | None], str | None]:
 
     def check(value: str | None) -> str | None:
         if value is not None and value not in allowed:
-            raise typer.BadParameter(f"{value!r} is not allowed; allowed: {', '.join(allowed)}")
+            raise typer.BadParameter(f"{value!r} is not allowed; allowed: {', '.join(map(repr, allowed))}")
         return value
 
     return check

@@ -292,7 +292,7 @@ BAD_OPTIONS = [
     (["remix", "--out", "O", "--n", "many"], ["--n", "many"]),
     (["remix", "--out", "FILE"], ["--out", "FILE", "is a file"]),
     (["ingest", "MISSING", "--layout", "stems", "--catalog", "C"], ["MISSING", "does not exist"]),
-    (["ingest", ".", "--layout", "tracks", "--catalog", "C"], ["--layout", "tracks", "stems, musdb"]),
+    (["ingest", ".", "--layout", "tracks", "--catalog", "C"], ["--layout", "tracks", "'stems', 'musdb'"]),
     (["ingest", ".", "--layout", "stems", "--catalog", "FILE"], ["--catalog", "FILE", "is a file"]),
     (["ingest", ".", "--layout", "stems", "--catalog", "C", "--workers", "-3"], ["--workers", "-3", ">= 0"]),
     (["evaluate", "--estimates", "MISSING", "--references", "."], ["--estimates", "MISSING"]),
