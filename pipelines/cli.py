@@ -219,7 +219,8 @@ def evaluate(
     stems: Annotated[list[str] | None, typer.Option("--stem", help="score only these stems (repeatable)")] = None,
     workers: Annotated[int, typer.Option(help="tracks scored in parallel", callback=opt.WORKERS)] = 1,
 ) -> None:
-    """BSSEval v4 SDR (museval, MUSDB18 convention) and SI-SDR of a folder of estimates; writes JSON."""
+    """BSSEval v4 SDR, SIR, SAR, ISR (museval, MUSDB18 convention), SI-SDR and level error of a folder of
+    estimates; writes JSON."""
     from train.evaluate import score_folders, write_scores
 
     try:
@@ -228,9 +229,11 @@ def evaluate(
     except (StemdbError, FileNotFoundError, ValueError) as exc:
         _fail(exc)
     write_scores(scores, out)
-    typer.echo(f"{'stem':<12} {'SDR':>8} {'SI-SDR':>8}   (median over {len(scores['tracks'])} tracks)")
+    metrics = ("SDR", "SIR", "SAR", "ISR", "SI-SDR", "level_error")
+    typer.echo(f"{'stem':<12} " + " ".join(f"{m.replace('level_error', 'level'):>8}" for m in metrics)
+               + f"   (dB, median over {len(scores['tracks'])} tracks)")
     for stem, v in scores["median"].items():
-        typer.echo(f"{stem:<12} {_num(v['SDR']):>8} {_num(v['SI-SDR']):>8}")
+        typer.echo(f"{stem:<12} " + " ".join(f"{_num(v.get(m)):>8}" for m in metrics))
     typer.echo(f"wrote {out}")
 
 
@@ -315,6 +318,8 @@ def train(
                                        callback=opt.WORKERS)] = 1,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="continue from RUN's newest checkpoint")]
     = True,
+    init: Annotated[Path | None, typer.Option("--init", help="start from this run's (or checkpoint file's) "
+                                              "weights; optimizer and step count start fresh")] = None,
 ) -> None:
     """Train a separation model on the remix stream (or rendered folders) into a run folder."""
     overrides: dict[str, Any] = overrides_from(
@@ -323,7 +328,7 @@ def train(
         max_minutes=max_minutes, checkpoint_every=checkpoint_every)
     if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         cmd = torchrun_command(nproc, torchrun_args(out, config=config, model=model, overrides=overrides,
-                                                    resume=resume))
+                                                    resume=resume, init=init))
         typer.echo("launching: " + " ".join(cmd), err=True)
         raise typer.Exit(subprocess.call(cmd))
     from train.run import train_run
@@ -332,7 +337,7 @@ def train(
     if os.environ.get("RANK", "0") == "0":  # before the process group exists: torchrun's variable
         _say_config(config)
     try:
-        result = train_run(config, out=out, model=model, overrides=overrides, resume=resume)
+        result = train_run(config, out=out, model=model, overrides=overrides, resume=resume, init=init)
     except (StemdbError, ValueError) as exc:
         _fail(exc)
     if dist_info()[0] == 0:
@@ -378,7 +383,8 @@ def evaluate_run(
     device: DeviceOpt = "auto",
     keep_estimates: Annotated[Path | None, typer.Option(help="keep the separated stems here")] = None,
 ) -> None:
-    """Separate every track of MUSDB_ROOT with RUN and score it (BSSEval v4 SDR, SI-SDR, gain over the mixture)."""
+    """Separate every track of MUSDB_ROOT with RUN and score it (BSSEval v4, SI-SDR, level error; gain over the
+    mixture divided by the number of stems and over the mixture)."""
     from train.separate import evaluate_run as run_and_score
     from train.separate import stems_summary
 
@@ -388,11 +394,34 @@ def evaluate_run(
                                on_track=track_lines("separated"))
     except (StemdbError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
-    typer.echo(f"{'stem':<10} {'SDR':>8} {'SI-SDR':>8} {'dSDR':>8}   (median over {len(result['tracks'])} tracks; "
-               "dSDR: improvement over the mixture)")
-    for stem, s, si, imp in stems_summary(result):
-        typer.echo(f"{stem:<10} {_num(s):>8} {_num(si):>8} {_num(imp):>8}")
+    typer.echo(f"{'stem':<10} {'SDR':>8} {'SI-SDR':>8} {'dSDR/N':>8} {'dSDR':>8}   (median over "
+               f"{len(result['tracks'])} tracks; dSDR/N: improvement over the mixture divided by the number of stems, "
+               "dSDR: over the unprocessed mixture)")
+    for stem, s, si, imp_n, imp in stems_summary(result):
+        typer.echo(f"{stem:<10} {_num(s):>8} {_num(si):>8} {_num(imp_n):>8} {_num(imp):>8}")
     typer.echo(f"wrote {out}")
+
+
+@app.command("compare", help="Which training data separates best: train one model per data variant and seed "
+             "with equal budgets, score held-out songs, write results.json and report.html.")
+def compare(
+    config: Annotated[Path, typer.Option("--config", "-c", help="compare.yaml (variants, budget, seeds, test set)")],
+    out: Annotated[Path, typer.Option("--out", help="the comparison's folder (runs, results.json, report.html)")],
+) -> None:
+    """Run the comparison ``compare.yaml`` describes into OUT (finished runs and scores are reused on a rerun)."""
+    from train.compare import run_comparison
+    from train.compare.results import text_table
+
+    try:
+        results = run_comparison(config, out, on_run=lambda k, d, n: typer.echo(f"run {k} done ({d}/{n})", err=True))
+    except (StemdbError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    for line in text_table(results):
+        typer.echo(line)
+    t = results["timing"]
+    typer.echo(f"scoring: {_num(t['scoring_s_per_audio_minute'])} s per minute of audio, "
+               f"{100 * (t['scoring_share'] or 0):.1f} % of the {t['wall_s']:.0f} s wall time")
+    typer.echo(f"wrote {Path(out) / 'results.json'} and {Path(out) / 'report.html'}")
 
 
 def main() -> None:

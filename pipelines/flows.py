@@ -371,4 +371,10 @@ def dataset_stats_flow(
     return result
 
 
-FLOWS = {"ingest-stems": ingest_stems_flow, "build-remix": build_remix_flow, "dataset-stats": dataset_stats_flow}
+from pipelines.compare_flow import compare_datasets_flow  # noqa: E402 - its own module; served with the others
+
+FLOWS = {"ingest-stems": ingest_stems_flow, "build-remix": build_remix_flow, "dataset-stats": dataset_stats_flow,
+         "compare-datasets": compare_datasets_flow}
+#: Flows whose ``config`` parameter is a ``data.yaml`` (the deployments' default); ``compare-datasets`` takes a
+#: ``compare.yaml`` instead, given per run.
+PROJECT_CONFIG_FLOWS: tuple[str, ...] = ("ingest-stems", "build-remix", "dataset-stats")

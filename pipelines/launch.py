@@ -42,13 +42,15 @@ def overrides_from(sets: list[str] | None, *, valid_root: Path | None = None, **
 
 
 def torchrun_args(out: Path, *, config: Path | None, model: str | None, overrides: dict[str, Any],
-                  resume: bool) -> list[str]:
+                  resume: bool, init: Path | None = None) -> list[str]:
     """The ``train`` arguments each rank gets: absolute paths, every override as ``--set KEY=JSON``."""
     args = ["train", "--out", str(out.resolve())]
     if config is not None:
         args += ["--config", str(config.resolve())]
     if model is not None:
         args += ["--model", model]
+    if init is not None:
+        args += ["--init", str(init.resolve())]
     args += [f"--set={k}={json.dumps(v)}" for k, v in _flatten(overrides).items()]  # JSON is YAML
     args.append("--resume" if resume else "--no-resume")
     return args

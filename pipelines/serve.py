@@ -1,4 +1,4 @@
-"""``stemdb serve``: a local Prefect server (SQLite, 127.0.0.1) and the three deployments, with a clean shutdown.
+"""``stemdb serve``: a local Prefect server (SQLite, 127.0.0.1) and the four deployments, with a clean shutdown.
 
 :func:`serve_main` is a small supervisor:
 
@@ -8,7 +8,8 @@
    child in its own session (nohup style: stdin closed, output appended to ``$PREFECT_HOME/server.log``; not
    ``--background``) and waits for the health check; a server that already answers is reused and left running;
 3. it starts a second child, ``python -m pipelines.serve --deployments-only``, which ``serve()``s
-   ``ingest-stems/default``, ``build-remix/default`` and ``dataset-stats/default`` and polls every 2 s;
+   ``ingest-stems/default``, ``build-remix/default``, ``dataset-stats/default`` and ``compare-datasets/default``
+   and polls every 2 s;
 4. one SIGTERM or Ctrl-C stops the serve child first (SIGTERM, then SIGKILL of its process group after a grace
    period), then the server it started. If either child dies, the other is stopped and the exit status is 1.
 
@@ -211,23 +212,25 @@ def default_config(config: Path | None) -> Path | None:
 
 
 def build_deployments(config: Path | None) -> list:
-    """``<flow>/default`` runner deployments of the three flows; ``config`` (absolute) is their default ``config``
-    parameter. Entry points are module paths (``pipelines.flows:...``), so runs do not depend on the cwd."""
+    """``<flow>/default`` runner deployments of every flow of :data:`pipelines.flows.FLOWS`; ``config`` (absolute)
+    is the default ``config`` parameter of the flows that take a ``data.yaml`` (``compare-datasets`` takes its
+    ``compare.yaml`` per run). Entry points are module paths (``pipelines.flows:...``), so runs do not depend on
+    the cwd."""
     from prefect.deployments.runner import EntrypointType
 
-    from pipelines.flows import FLOWS
+    from pipelines.flows import FLOWS, PROJECT_CONFIG_FLOWS
 
     params = {"config": str(config)} if config is not None else {}
     return [
-        f.to_deployment(name="default", parameters=dict(params), tags=["stemdb"],
-                        entrypoint_type=EntrypointType.MODULE_PATH,
+        f.to_deployment(name="default", parameters=dict(params) if name in PROJECT_CONFIG_FLOWS else {},
+                        tags=["stemdb"], entrypoint_type=EntrypointType.MODULE_PATH,
                         description=(f.description or "").strip().split("\n")[0])
-        for f in FLOWS.values()
+        for name, f in FLOWS.items()
     ]
 
 
 def serve_deployments(config: Path | None, *, poll_seconds: float = POLL_SECONDS) -> None:
-    """Register and serve the three deployments against ``PREFECT_API_URL`` (blocks; SIGTERM or Ctrl-C stops it)."""
+    """Register and serve every deployment against ``PREFECT_API_URL`` (blocks; SIGTERM or Ctrl-C stops it)."""
     from prefect import serve
 
     os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -235,8 +238,9 @@ def serve_deployments(config: Path | None, *, poll_seconds: float = POLL_SECONDS
 
 
 def deployments_exist(api_url: str, names: list[str] | None = None, timeout: float = 5.0) -> bool:
-    """True when every deployment ``flow/name`` in ``names`` (default: the three) exists on the server."""
-    want = set(names or [f"{f}/default" for f in ("ingest-stems", "build-remix", "dataset-stats")])
+    """True when every deployment ``flow/name`` in ``names`` (default: the four) exists on the server."""
+    want = set(names or [f"{f}/default" for f in ("ingest-stems", "build-remix", "dataset-stats",
+                                                   "compare-datasets")])
     req = urllib.request.Request(f"{api_url.rstrip('/')}/deployments/filter", data=b"{}", method="POST",
                                  headers={"Content-Type": "application/json"})
     try:
@@ -289,7 +293,8 @@ def serve_main(config: Path | None = None, port: int | None = None) -> int:
         serve = children["serve"] = start_serve(api_url, home=home, config=cfg, cwd=project)
         _write_state(state_file, api_url, children.get("server"), serve)
         ui = api_url[: -len("/api")] if api_url.endswith("/api") else api_url
-        print(f"stemdb serve: serving ingest-stems/default, build-remix/default, dataset-stats/default "
+        print(f"stemdb serve: serving ingest-stems/default, build-remix/default, dataset-stats/default, "
+              f"compare-datasets/default "
               f"(pid {serve.pid}); UI on {ui}; stop with Ctrl-C or SIGTERM to pid {os.getpid()}", flush=True)
         status = _supervise(serve, children.get("server"), stop)
     finally:

@@ -24,12 +24,12 @@ TRAIN_ARTIFACT = "train-model"
 
 
 @task(name="train", cache_policy=NO_CACHE, persist_result=False)
-def train_task(config: str | None, out: str, model: str | None, overrides: dict[str, Any], resume: bool
-               ) -> dict[str, Any]:
-    """Train (or resume) ``out``; returns :func:`summary` of the result."""
+def train_task(config: str | None, out: str, model: str | None, overrides: dict[str, Any], resume: bool,
+               init: str | None = None) -> dict[str, Any]:
+    """Train (or resume) ``out`` (from ``init``'s weights when given); returns :func:`summary` of the result."""
     from train.run import train_run
 
-    return summary(train_run(config, out=out, model=model, overrides=overrides, resume=resume))
+    return summary(train_run(config, out=out, model=model, overrides=overrides, resume=resume, init=init))
 
 
 def summary(result: Any) -> dict[str, Any]:
@@ -73,6 +73,7 @@ def train_model_flow(
     batch_size: int | None = None,
     overrides: dict[str, Any] | None = None,
     resume: bool = True,
+    init: Path | None = None,
 ) -> dict[str, Any]:
     """Train a bundled model as ``data.yaml``'s ``train:`` section says (the meaning of ``stemdb train``).
 
@@ -82,6 +83,7 @@ def train_model_flow(
         model: ``unet`` | ``blstm`` | ``convtasnet`` (default ``train.model``).
         steps, batch_size: shortcuts for those ``train`` keys.
         overrides: any other ``train`` keys (validated; a bad key fails the run naming it).
+        init: start from this run's (or checkpoint file's) weights, optimizer and step count fresh.
 
     Returns:
         ``{out, step, steps_run, resumed_from, loss, valid, steps_per_s, audio_seconds_per_s, checkpoint, csv, png}``.
@@ -90,7 +92,7 @@ def train_model_flow(
     ov = dict(overrides or {})
     ov.update({k: v for k, v in (("steps", steps), ("batch_size", batch_size)) if v is not None})
     s = train_task(None if config is None else str(Path(config).resolve()), str(Path(out).resolve()), model, ov,
-                   resume)
+                   resume, None if init is None else str(Path(init).resolve()))
     create_markdown_artifact(key=TRAIN_ARTIFACT, markdown=markdown(s), description=f"training run {s['out']}")
     logger.info("train-model: step %s, loss %s, valid %s -> %s", s["step"], s["loss"], s["valid"], s["checkpoint"])
     return s

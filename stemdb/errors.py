@@ -9,7 +9,7 @@ class StemdbError(Exception):
     """Base class of every error stemdb raises on purpose."""
 
 
-class _PathError(StemdbError):
+class PathError(StemdbError):
     """An error about one file: ``path`` names it, ``reason`` says why. Pickles with both, so an error raised in a
     worker process reaches the parent intact (a process pool re-creates it from ``__reduce__``)."""
 
@@ -22,11 +22,11 @@ class _PathError(StemdbError):
         return type(self), (self.path, self.reason)
 
 
-class AudioReadError(_PathError):
+class AudioReadError(PathError):
     """An audio file could not be read or decoded; ``path`` names it, ``reason`` says why."""
 
 
-class AudioWriteError(_PathError):
+class AudioWriteError(PathError):
     """An audio file could not be written; ``path`` names it, ``reason`` says why (the OS error for a full disk)."""
 
 

@@ -17,10 +17,11 @@ from multiprocessing.context import BaseContext
 WATCH_S = 0.5
 
 
-def process_pool(max_workers: int, *, mp_context: BaseContext | None = None) -> ProcessPoolExecutor:
+def process_pool(max_workers: int, *, mp_context: BaseContext | None = None,
+                 max_tasks_per_child: int | None = None) -> ProcessPoolExecutor:
     """A ``ProcessPoolExecutor`` of ``max_workers`` processes that exit when the process that made them dies."""
     return ProcessPoolExecutor(max_workers=max_workers, mp_context=mp_context, initializer=_watch_parent,
-                               initargs=(os.getpid(),))
+                               initargs=(os.getpid(),), max_tasks_per_child=max_tasks_per_child)
 
 
 def _watch_parent(parent: int) -> None:

@@ -73,6 +73,7 @@ class PageResult:
     requests: list[str] = field(default_factory=list)  # every URL the page requested (data: URIs included)
     text: str = ""  # document.body.innerText
     screenshot: Path | None = None
+    probe: Any = None  # the value of load()'s probe expression
 
 
 class Chromium:
@@ -176,8 +177,9 @@ class Chromium:
                 return data
 
     # -- pages -----------------------------------------------------------------------------------------------------
-    def load(self, html: Path, *, screenshot: Path | None = None) -> PageResult:
-        """Open ``html`` in a new tab, wait for it to load, and collect errors, images, requests and a screenshot."""
+    def load(self, html: Path, *, screenshot: Path | None = None, probe: str | None = None) -> PageResult:
+        """Open ``html`` in a new tab, wait for it to load, and collect errors, images, requests and a screenshot;
+        ``probe``: a JavaScript expression (a promise is awaited) whose JSON value is kept as ``result.probe``."""
         url = Path(html).resolve().as_uri()
         target = self._call("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self._call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
@@ -192,6 +194,7 @@ class Chromium:
             images = self._eval(_IMAGES_JS, session)
             title = self._eval("document.title", session)
             text = self._eval("document.body ? document.body.innerText : ''", session)
+            probed = self._eval(probe, session) if probe is not None else None
             shot = None
             if screenshot is not None:
                 m = self._call("Page.getLayoutMetrics", session=session)["cssContentSize"]
@@ -207,7 +210,7 @@ class Chromium:
         finally:
             with contextlib.suppress(CDPError):
                 self._call("Target.closeTarget", {"targetId": target})
-        result = PageResult(url=url, title=title, images=images, text=text, screenshot=shot)
+        result = PageResult(url=url, title=title, images=images, text=text, screenshot=shot, probe=probed)
         self._collect(result, session)
         return result
 

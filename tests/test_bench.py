@@ -21,6 +21,7 @@ BENCH = ROOT / "bench"
 NUM = r"-?\d+\.\d+"
 #: bench file -> (extra arguments, pattern of the last line of its output).
 LAST_LINE: dict[str, tuple[list[str], str]] = {
+    "compare.py": ([], rf"scoring: {NUM} s per minute of audio, share of the wall time {NUM}"),
     "decode.py": ([], rf"ratio PyAV/soundfile whole-file speed, geometric mean over \d+ formats both read: {NUM}"),
     "ingest.py": ([], rf"ratio ingest/decode-only throughput \(1 process each\): {NUM}"),
     "loudness.py": ([], rf"ratio stemdb / pyloudnorm \(integrated loudness, wall clock\): {NUM}x"),
@@ -64,18 +65,19 @@ def test_bench_smoke_runs_and_ends_with_its_figure(name: str, smoke_runs: dict[s
 
 
 @pytest.mark.slow
-def test_proof_smoke_on_the_fixture_multitracks(tmp_path: Path) -> None:
-    """The proof's whole path (ingest with tempo, three remix variants, training, separation, BSSEval) on the
-    fixture excerpts: Hendrix and Rock held out, Reggae and Zeppelin plus the loose stems to train on."""
-    out = tmp_path / "proof.json"
+def test_compare_smoke_on_the_fixture_multitracks(tmp_path: Path) -> None:
+    """The comparison bench's whole path (ingest with tempo, held-out songs, real and naive runs, separation,
+    BSSEval with both baselines) on the fixture excerpts: Hendrix and Rock held out, the others and the loose stems
+    to train on."""
+    out = tmp_path / "compare.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(BENCH / "train_models.py"), "--proof", "--smoke", "--pool",
-                           str(ROOT / "tests" / "data"), "--json", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([sys.executable, str(BENCH / "compare.py"), "--smoke", "--json", str(out)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     import json
 
     result = json.loads(out.read_text())
-    assert set(result) == {"naive", "tempo"}
-    for r in result.values():
-        assert r["step"] == 2 and set(r["median"]) == {"vocals", "drums", "bass", "other"}
+    assert list(result["table"]) == ["mixture_n", "mixture", "real", "naive"]
+    assert result["facts"]["steps_per_run"] == {"real/seed-0": 2, "naive/seed-0": 2}
+    assert result["tracks"] == ["Music Delta - Hendrix", "Music Delta - Rock"]
+    assert set(result["runs_scores"]["naive"]["0"]["median"]) == {"vocals", "drums", "bass", "other"}

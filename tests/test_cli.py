@@ -87,7 +87,9 @@ def test_evaluate_writes_the_documented_json(tmp_path: Path) -> None:
     assert set(scores) == {"median", "tracks"}
     assert set(scores["tracks"]["Music Delta - Rock"]) == {"vocals", "drums", "bass", "other"}
     for v in scores["median"].values():
-        assert set(v) == {"SDR", "SI-SDR"} and v["SDR"] < 5.0  # the mixture is a poor estimate of any stem
+        assert list(v) == ["SDR", "SIR", "SAR", "ISR", "SI-SDR", "level_error"]
+        assert v["SDR"] < 5.0 and v["level_error"] > 0.0  # the mixture is a poor, and too loud, estimate of any stem
+    assert " level " in r.output and " SIR " in r.output  # the printed table shows the new metrics
 
 
 def test_console_script_help_is_fast_and_lists_commands() -> None:

@@ -1,4 +1,5 @@
-"""Evaluation: SI-SDR / SDR metrics, BSSEval v4 SDR through museval, folder scoring and the scores JSON.
+"""Evaluation: SI-SDR / SDR metrics, BSSEval v4 SDR/SIR/SAR/ISR through museval, the level error, folder scoring,
+the mixture and mixture/N baselines and the scores JSON.
 
 museval is slow (about 2-6 s per 4-stem track on this machine, whatever the length: the 4096x4096 filter solves
 dominate), so the expensive scorings are module-scoped fixtures shared by several tests.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +22,17 @@ import torch
 
 from stemdb import audio
 from tests.conftest import MUSDB, STEM_MP4, import_or_skip
-from train.bsseval import MAX_DB, bss_sdr, score_track
+from train.bsseval import MAX_DB, METRICS, bss_metrics, bss_sdr, level_error, score_track
 from train.evaluate import (
     EvaluationError,
     MissingEstimateError,
     find_tracks,
     median_scores,
+    mixture_jobs,
     read_scores,
     score_folders,
     score_mixture,
+    scoring_workers,
     sdr_improvement,
     write_scores,
 )
@@ -47,6 +51,10 @@ HENDRIX_IDENTITY_SDR = {"vocals": -2.79082, "drums": -2.81688, "bass": -5.72618,
 # mixture (museval 0.4.1); the ffmpeg-marked tests below repeat the calls.
 NEAR_ORACLE_SDR = {"vocals": 40.119369, "bass": 39.581097}
 HENDRIX_VOCALS_ACC_SDR = {"vocals": -2.790825, "accompaniment": 2.790817}
+# `museval.evaluate([vocals, bass], [leaky vocals, leaky bass], win=44100, hop=44100)` (museval 0.4.1): each estimate
+# is 0.8 x its stem + a leak of the other stem + noise (see `leaky` below); medians over windows.
+LEAKY_BSS = {"vocals": {"SDR": 9.935441, "ISR": 13.963577, "SIR": 10.619208, "SAR": 24.673545},
+             "bass": {"SDR": 9.543169, "ISR": 13.892168, "SIR": 10.003931, "SAR": 24.097199}}
 
 
 def load_track(name: str, split: str = "train") -> dict[str, np.ndarray]:
@@ -92,6 +100,21 @@ def near_oracle(hendrix: dict[str, np.ndarray]) -> tuple[dict, dict]:
         ests[stem] = (ref + rng.standard_normal(ref.shape) * rms * 0.01).astype(np.float32)
     refs = {s: hendrix[s] for s in ORACLE_STEMS}
     return refs, ests
+
+
+@pytest.fixture(scope="module")
+def leaky(hendrix: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    """Vocals and bass estimates with interference (0.3 x bass in the vocals, 0.2 x vocals in the bass), a level
+    0.8 x the stem's, and noise 26 dB below the stem (artifacts): every BSSEval ratio is finite and distinct."""
+    rng = np.random.default_rng(11)
+
+    def est(stem: str, leak: str, k: float) -> np.ndarray:
+        ref = hendrix[stem]
+        rms = float(np.sqrt(np.mean(ref.astype(np.float64) ** 2)))
+        return (0.8 * ref + k * hendrix[leak] + rng.standard_normal(ref.shape) * rms * 0.05).astype(np.float32)
+
+    ests = {"vocals": est("vocals", "bass", 0.3), "bass": est("bass", "vocals", 0.2)}
+    return {s: hendrix[s] for s in ORACLE_STEMS}, ests
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -180,6 +203,48 @@ def test_bss_sdr_pinned_and_oracle_beats_identity(near_oracle, identity_run) -> 
         assert ours[stem] > identity[stem]["SDR"] + 30.0
 
 
+@pytest.mark.ffmpeg
+def test_sir_sar_isr_agree_with_museval(leaky) -> None:  # noqa: ANN001
+    museval = import_or_skip("museval")
+    refs, ests = leaky
+    ours = bss_metrics(refs, ests, SR)
+    direct = museval.evaluate([refs[s].T.astype(np.float64) for s in ORACLE_STEMS],
+                              [ests[s].T.astype(np.float64) for s in ORACLE_STEMS], win=SR, hop=SR)
+    for i, stem in enumerate(ORACLE_STEMS):
+        for metric, framewise in zip(("SDR", "ISR", "SIR", "SAR"), direct, strict=True):
+            assert ours[stem][metric] == pytest.approx(float(np.nanmedian(framewise[i])), abs=1e-9), (stem, metric)
+
+
+def test_every_metric_from_one_call_pinned(leaky) -> None:  # noqa: ANN001
+    refs, ests = leaky
+    scores = score_track(refs, ests, SR)
+    for stem, expected in LEAKY_BSS.items():
+        assert list(scores[stem]) == list(METRICS)
+        for metric, value in expected.items():
+            assert scores[stem][metric] == pytest.approx(value, abs=1e-5), (stem, metric)
+        # interference 0.3 / 0.2 of a comparable stem: SIR about 10 dB; noise 26 dB down: SAR well above SIR
+        assert 8.0 < scores[stem]["SIR"] < 12.0 < 20.0 < scores[stem]["SAR"]
+        assert scores[stem]["SI-SDR"] == pytest.approx(float(si_sdr(ests[stem], refs[stem])), abs=1e-9)
+        assert scores[stem]["level_error"] == pytest.approx(level_error(ests[stem], refs[stem], SR), abs=1e-12)
+    assert bss_sdr(refs, ests, SR) == {s: v["SDR"] for s, v in bss_metrics(refs, ests, SR).items()}
+
+
+def test_level_error_is_loudness_difference(hendrix: dict[str, np.ndarray]) -> None:
+    import pyloudnorm
+
+    ref = hendrix["vocals"]
+    # BS.1770 loudness is energy-linear with relative gating: 60 % of the amplitude is exactly 20 log10(0.6) dB
+    assert level_error(0.6 * ref, ref, SR) == pytest.approx(20 * math.log10(0.6), abs=1e-5)  # float32 product
+    assert level_error(0.6 * ref, ref, SR) == pytest.approx(-4.437, abs=1e-3)  # the report's "60 %"
+    # another signal: the difference of integrated loudness as pyloudnorm measures it
+    meter = pyloudnorm.Meter(SR)
+    mix = hendrix["mixture"].astype(np.float64)
+    expected = meter.integrated_loudness(mix.T) - meter.integrated_loudness(ref.astype(np.float64).T)
+    assert level_error(hendrix["mixture"], ref, SR) == pytest.approx(expected, abs=0.01)
+    assert level_error(ref, np.zeros_like(ref), SR) is None  # no loudness to compare with
+    assert level_error(np.zeros_like(ref), ref, SR) == -math.inf
+
+
 def test_exact_oracle_is_clipped_not_infinite(hendrix: dict[str, np.ndarray]) -> None:
     vocals = {"vocals": hendrix["vocals"]}
     assert bss_sdr(vocals, vocals, SR)["vocals"] == math.inf  # museval's own value for a perfect estimate
@@ -202,7 +267,7 @@ def test_silent_reference_is_not_scored() -> None:
     assert not np.any(zep["vocals"])
     ests = {"vocals": zep["mixture"], "bass": zep["mixture"]}
     scores = score_track(zep, ests, SR)
-    assert scores["vocals"] == {"SDR": None, "SI-SDR": None}
+    assert scores["vocals"] == dict.fromkeys(METRICS)
     alone = bss_sdr({"bass": zep["bass"]}, {"bass": zep["mixture"]}, SR)["bass"]
     assert scores["bass"]["SDR"] == pytest.approx(alone, abs=1e-9)
     assert scores["bass"]["SDR"] < 0.0
@@ -214,6 +279,10 @@ def test_silent_estimate_scores_zero_db(hendrix: dict[str, np.ndarray]) -> None:
     assert got["vocals"] == 0.0
     alone = bss_sdr({"drums": hendrix["drums"]}, {"drums": hendrix["mixture"]}, SR)["drums"]
     assert got["drums"] == pytest.approx(alone, abs=1e-9)
+    # SIR and SAR of an all-zero estimate are 0/0: not scored; its loudness is -inf, clipped
+    scores = score_track(hendrix, ests, SR)["vocals"]
+    assert scores == {"SDR": 0.0, "SIR": None, "SAR": None, "ISR": 0.0, "SI-SDR": scores["SI-SDR"],
+                      "level_error": -MAX_DB}
 
 
 def test_bss_sdr_validates_inputs(hendrix: dict[str, np.ndarray]) -> None:
@@ -241,13 +310,13 @@ def test_score_folders_identity_values_shape_and_silent_vocals(identity_run, tmp
     for track in scores["tracks"].values():
         assert list(track) == list(STEMS)
         for value in track.values():
-            assert set(value) == {"SDR", "SI-SDR"}
+            assert list(value) == list(METRICS)
     assert list(scores["median"]) == list(STEMS)
     # the pool's numbers are museval's (pinned from a direct museval.evaluate call)
     for stem, expected in HENDRIX_IDENTITY_SDR.items():
         assert scores["tracks"][HENDRIX][stem]["SDR"] == pytest.approx(expected, abs=1e-4)
     # Zeppelin is instrumental: its vocals are not scored and the median over tracks skips them
-    assert scores["tracks"][ZEPPELIN]["vocals"] == {"SDR": None, "SI-SDR": None}
+    assert scores["tracks"][ZEPPELIN]["vocals"] == dict.fromkeys(METRICS)
     assert scores["median"]["vocals"] == scores["tracks"][HENDRIX]["vocals"]
     for stem in ("drums", "bass", "other"):
         pair = [scores["tracks"][t][stem]["SDR"] for t in (HENDRIX, ZEPPELIN)]
@@ -308,6 +377,58 @@ def test_find_tracks_layouts() -> None:
         "The Easton Ellises - Falcon 69": STEM_MP4 / "test" / "The Easton Ellises - Falcon 69.stem.mp4"}
 
 
+def test_mixture_over_n_baseline(identity_run) -> None:  # noqa: ANN001
+    """mixture/4 as every stem's estimate: SDR and ISR change, the scale-invariant SIR, SAR and SI-SDR do not, the
+    level error drops by exactly 20 log10(4) dB (0.25 is a power of two: scaling is exact in float32)."""
+    quarter = score_mixture(MUSDB / "train", tracks=[HENDRIX], scale=0.25)["tracks"][HENDRIX]
+    whole = identity_run[1]["tracks"][HENDRIX]
+    for stem in STEMS:
+        for metric in ("SIR", "SAR", "SI-SDR"):
+            assert quarter[stem][metric] == pytest.approx(whole[stem][metric], abs=1e-6), (stem, metric)
+        assert quarter[stem]["level_error"] == pytest.approx(whole[stem]["level_error"] - 20 * math.log10(4),
+                                                             abs=1e-9)
+        assert abs(quarter[stem]["SDR"] - whole[stem]["SDR"]) > 0.1
+    # SDR punishes scale: a quarter of the mixture is the better "estimate" of the quieter stems here
+    assert sum(quarter[s]["SDR"] > whole[s]["SDR"] for s in STEMS) >= 2
+    with pytest.raises(ValueError, match="scale"):
+        mixture_jobs(MUSDB, scale=0.0)
+
+
+def test_one_factorization_serves_every_estimate_set_of_a_track(identity_run) -> None:  # noqa: ANN001
+    """score_group (references read and factorized once) gives what scoring each set alone gives, and score_jobs
+    keeps the order of interleaved jobs of several tracks."""
+    from train.evaluate import score_group, score_job, score_jobs
+
+    quarter = mixture_jobs(MUSDB / "train", tracks=[HENDRIX, "Music Delta - Rock"], scale=0.25, label="q")
+    whole = mixture_jobs(MUSDB / "train", tracks=[HENDRIX, "Music Delta - Rock"], label="w")
+    together = score_group([quarter[0], whole[0]])
+    for job, got in zip((quarter[0], whole[0]), together, strict=True):
+        alone = score_job(job)
+        for stem in STEMS:
+            for metric in METRICS:
+                a, b = got[stem][metric], alone[stem][metric]
+                assert (a is None and b is None) or a == pytest.approx(b, abs=1e-9), (job.label, stem, metric)
+    for stem in STEMS:  # the identity run scored the same estimate in a pool, one job per process
+        assert together[1][stem]["SDR"] == pytest.approx(identity_run[1]["tracks"][HENDRIX][stem]["SDR"], abs=1e-9)
+    mixed = [quarter[0], whole[1], whole[0], quarter[1]]
+    results = score_jobs(mixed, workers=1)
+    assert results[0] == together[0] and results[2] == together[1]
+    assert results[1]["vocals"]["level_error"] - results[3]["vocals"]["level_error"] == pytest.approx(
+        -20 * math.log10(0.25), abs=1e-9)
+
+
+def test_scoring_workers_bounded_by_memory() -> None:
+    jobs = mixture_jobs(MUSDB / "train")  # four 4 s tracks: about 0.8 GB each
+    gib = 2**30
+    cores = os.cpu_count() or 1
+    assert scoring_workers(jobs, 1, available=64 * gib) == 1
+    assert scoring_workers(jobs, 8, available=64 * gib) == min(4, cores)
+    assert scoring_workers(jobs, 8, available=int(1.2 * gib)) == 1  # 75 % of 1.2 GB holds one job
+    assert scoring_workers(jobs[:1], 8, available=64 * gib) == 1
+    with pytest.raises(ValueError, match="workers"):
+        scoring_workers(jobs, 0)
+
+
 @pytest.fixture(scope="module")
 def vocals_accompaniment() -> dict:
     return score_mixture(MUSDB / "train", tracks=[HENDRIX], stems=["vocals", "accompaniment"])
@@ -354,6 +475,8 @@ def test_sdr_improvement_pairs_tracks() -> None:
     }}
     got = sdr_improvement(model, mixture)
     assert got == {"vocals": {"SDR": 8.0, "SI-SDR": 8.0}, "bass": {"SDR": 10.0, "SI-SDR": 9.5}}
+    assert list(median_scores({"t": {"v": {"level_error": 1.0, "SI-SDR": 2.0, "SIR": 3.0, "SDR": 4.0}}})["v"]) == [
+        "SDR", "SIR", "SI-SDR", "level_error"]  # the METRICS order
     with pytest.raises(ValueError, match="share no track"):
         sdr_improvement(model, {"tracks": {"z": {}}})
     with pytest.raises(ValueError, match="'tracks'"):

@@ -123,3 +123,20 @@ def test_suite_dry_run_writes_json_and_markdown(tmp_path: Path) -> None:
     assert "1" in figures["by_workers"] and figures["speedup_max"] > 0
     md = (out / "gpu.md").read_text()
     assert "`build_remix` scaling" in md and "| 1 | 8 |" in md
+
+
+def test_proof_plan_fits_the_time_box_or_skips() -> None:
+    auto = argparse.Namespace(proof_minutes="auto")
+    for box in (174.0, 330.0, 600.0, 3600.0):
+        plan = suite.proof_plan(auto, box)
+        if plan is None:
+            continue
+        minutes, variants = plan
+        assert minutes >= suite.PROOF_MIN_MINUTES and len(variants) >= 2 and variants[0] == "real"
+        needed = suite.PROOF_SETUP_S + len(variants) * (suite.PROOF_OVERHEAD_S + 60 * minutes)
+        assert needed <= box, (box, plan)
+    # the 174 s box that an H200 run overran (it floored at 0.25 min and timed out in the 2nd variant): skipped
+    assert suite.proof_plan(auto, 174.0) is None
+    assert suite.proof_plan(auto, 330.0)[1] == ("real", "naive")  # fewer variants, not fewer minutes
+    assert suite.proof_plan(auto, 600.0)[1] == suite.PROOF_VARIANTS
+    assert suite.proof_plan(argparse.Namespace(proof_minutes="1.5"), 10.0) == (1.5, suite.PROOF_VARIANTS)

@@ -133,9 +133,11 @@ def test_serve_url_and_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
                    "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": "5123"}
     deps = build_deployments(ROOT / "data.yaml")
     assert [(d.flow_name, d.name) for d in deps] == [("ingest-stems", "default"), ("build-remix", "default"),
-                                                      ("dataset-stats", "default")]
+                                                      ("dataset-stats", "default"), ("compare-datasets", "default")]
     assert all(d.parameters == {"config": str(ROOT / "data.yaml")} and d.entrypoint.startswith("pipelines.flows.")
-               for d in deps)
+               for d in deps[:3])
+    # compare-datasets takes a compare.yaml, given per run: the data.yaml is not its default
+    assert deps[3].parameters == {} and deps[3].entrypoint.startswith("pipelines.")
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -198,6 +198,27 @@ def model_from_checkpoint(ckpt: Mapping[str, Any] | str | Path, *, device: str |
     return model.to(device).eval()
 
 
+def init_weights(model: torch.nn.Module, source: str | Path) -> dict[str, Any]:
+    """Load the weights of ``source`` (a run folder's newest checkpoint, or a checkpoint file) into ``model``, for a
+    run that starts from another run's weights (``stemdb train --init RUN``): only the weights, the optimizer and
+    step count start fresh.
+
+    Returns:
+        where the weights came from, plain data for the new run's metadata: ``{"checkpoint", "step", "seed",
+        "catalog_fingerprint", "data"}`` (``data``: the source run's data description).
+
+    Raises:
+        CheckpointError: no checkpoint there, or one of another architecture (both configurations are named).
+    """
+    ckpt = load_checkpoint(source)
+    if ckpt["model_config"] != model.config():
+        raise CheckpointError(f"{ckpt['path']}: --init checkpoint of model {ckpt['model_config']} cannot start "
+                              f"model {model.config()}; use the same model, targets, channels, rate and options")
+    model.load_state_dict(ckpt["model_state"])
+    return {"checkpoint": ckpt["path"], "step": int(ckpt["step"]), "seed": ckpt.get("seed"),
+            "catalog_fingerprint": ckpt.get("catalog_fingerprint"), "data": (ckpt.get("extra") or {}).get("data")}
+
+
 __all__ = [
     "CHECKPOINT_FORMAT",
     "FORMAT_VERSION",
@@ -206,6 +227,7 @@ __all__ = [
     "checkpoint_path",
     "code_version",
     "git_describe",
+    "init_weights",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",

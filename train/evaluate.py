@@ -1,21 +1,24 @@
 """Evaluation of separated stems in folders: every track of a folder of estimates scored against its references
-(:mod:`train.bsseval`: BSSEval v4 SDR by museval, the MUSDB18 convention, and SI-SDR), medians over tracks, the
-improvement over the unprocessed mixture, and the scores JSON.
+(:mod:`train.bsseval`: BSSEval v4 SDR, SIR, SAR, ISR by museval, the MUSDB18 convention, SI-SDR and the level
+error), the baselines (the unprocessed mixture, or the mixture divided by the number of stems, as the estimate of
+every stem), medians over tracks, the improvement over a baseline, and the scores JSON (:mod:`train.scores`).
 
 Folders follow the MUSDB18-HQ layout: ``<root>/<track>/<stem>.wav`` (or ``.flac``), optionally under split
 folders (``<root>/train/<track>/...``, ``<root>/test/<track>/...``); references may also be native MUSDB18
 ``<root>/[split/]<track>.stem.mp4`` files. All audio is read through :mod:`stemdb.audio`.
+
+Scoring runs one track per job (:class:`TrackJob`) in a ``spawn`` process pool (:func:`score_jobs`) whose size is
+bounded by the cores and by the memory museval needs for the longest track (:func:`scoring_workers`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,45 +26,40 @@ from typing import Any
 import numpy as np
 
 from stemdb import audio
-from stemdb.atomic import write_text_atomic
-from stemdb.errors import StemdbError
+from stemdb.errors import PathError, StemdbError
 from stemdb.shaping import fit_length
 from stemdb.workers import process_pool
-from train.bsseval import TrackScores, score_track
+from train.bsseval import TrackScores, estimate_problem, score_track
+from train.scores import (
+    MIXTURE,
+    MUSDB_STEM_ORDER,
+    median_scores,
+    ordered,
+    read_scores,
+    sdr_improvement,
+    write_scores,
+)
 
 logger = logging.getLogger(__name__)
-
-#: The stem holding the mixture in MUSDB18 folders; never a target unless asked for.
-MIXTURE = "mixture"
-
-#: MUSDB18's target order; other stems follow alphabetically.
-MUSDB_STEM_ORDER: tuple[str, ...] = ("vocals", "drums", "bass", "other", "accompaniment")
 
 #: Endings of stem files in track folders, in order of preference.
 STEM_SUFFIXES: tuple[str, ...] = (".wav", ".flac")
 
-#: How far (seconds) an estimate's length may be from its reference's: padded or cut with a warning within it,
-#: an error beyond it (a frame of padding from an STFT model passes; a half-length estimate does not).
-LENGTH_TOLERANCE_S = 0.1
-
 #: Split folders that may sit between a root and its track folders.
 SPLIT_FOLDERS: frozenset[str] = frozenset({"train", "test", "valid", "validation"})
+
+#: Peak memory of museval scoring one 4-stem stereo track: about ``MUSEVAL_BASE_BYTES`` plus
+#: ``MUSEVAL_BYTES_PER_S`` per second of the track (measured: 0.79 GB at 5 s, 1.17 GB at 20 s, 1.56 GB at 36 s).
+MUSEVAL_BASE_BYTES: int = 700 * 2**20
+MUSEVAL_BYTES_PER_S: int = 25 * 2**20
 
 
 class EvaluationError(StemdbError, ValueError):
     """Estimates and references cannot be scored together (sample rate, channels, missing track or reference)."""
 
 
-class MissingEstimateError(StemdbError, FileNotFoundError):
+class MissingEstimateError(PathError, FileNotFoundError):
     """An estimate file the evaluation needs does not exist; ``path`` names the file that was expected."""
-
-    def __init__(self, path: str | Path, reason: str = "estimate file missing") -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # a worker's error reaches the parent intact
-        return type(self), (self.path, self.reason)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -145,22 +143,73 @@ def score_folders(
             estimates are ignored.
         stems: stems to score; ``None`` scores every reference stem except ``mixture``. ``"accompaniment"`` may
             be asked for even when the references lack it (it is then the sum of the other non-vocal stems).
-        workers: tracks scored in parallel (a ``spawn`` process pool when > 1, each worker with its share of the
-            cores as BLAS threads;
-            a script calling this needs the ``if __name__ == "__main__":`` guard). museval needs about 2.3 GB
-            per worker for a 60 s 4-stem track and grows with track length (its FFTs span the whole track).
+        workers: tracks scored in parallel at most (:func:`score_jobs`; a script calling this with ``workers > 1``
+            needs the ``if __name__ == "__main__":`` guard).
         window_s, hop_s: BSSEval window and hop in seconds.
         on_track: called as ``on_track(track, done, total)`` after each track (progress display).
 
     Returns:
-        ``{"median": {STEM: {"SDR": x, "SI-SDR": y}}, "tracks": {TRACK: {STEM: {"SDR": x, "SI-SDR": y}}}}`` in dB,
-        medians over the tracks where the stem was scored, ``None`` where it was not.
+        ``{"median": {STEM: {METRIC: x}}, "tracks": {TRACK: {STEM: {METRIC: x}}}}`` in dB with the metrics of
+        :data:`train.bsseval.METRICS` (SDR, SIR, SAR, ISR, SI-SDR, level_error); medians over the tracks where the
+        stem was scored, ``None`` where it was not.
 
     Raises:
         MissingEstimateError: an estimate file is missing (its expected path is named).
         EvaluationError: no estimate tracks, a track without a reference, a missing reference stem, or a sample
             rate / channel mismatch.
     """
+    jobs = folder_jobs(estimates, references, stems=stems, window_s=window_s, hop_s=hop_s)
+    return scores_table(jobs, score_jobs(jobs, workers=workers, on_track=on_track))
+
+
+def score_mixture(
+    references: Path,
+    *,
+    tracks: Iterable[str] | None = None,
+    stems: Iterable[str] | None = None,
+    scale: float = 1.0,
+    workers: int = 1,
+    window_s: float = 1.0,
+    hop_s: float = 1.0,
+    on_track: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Score ``scale`` times the unprocessed mixture as the estimate of every stem (``scale=1``: the identity
+    "model"; ``scale=1/N`` for N stems: the mixture divided by the number of stems, a baseline that SDR's
+    punishment of scale does not flatter), the baseline for :func:`train.scores.sdr_improvement`. Same arguments
+    and result shape as :func:`score_folders`; ``tracks`` limits the reference tracks scored (default: all).
+
+    Raises:
+        EvaluationError: a named track is not in ``references``, or a track has no mixture.
+        ValueError: ``scale`` is not a positive finite number.
+    """
+    jobs = mixture_jobs(references, tracks=tracks, stems=stems, scale=scale, window_s=window_s, hop_s=hop_s)
+    return scores_table(jobs, score_jobs(jobs, workers=workers, on_track=on_track))
+
+
+@dataclass(frozen=True)
+class TrackJob:
+    """One track to score: its references, the stems, the estimate files (``None``: ``scale`` times the mixture is
+    the estimate of every stem), BSSEval window and hop in seconds, and a ``label`` to tell jobs apart."""
+
+    ref: ReferenceTrack
+    stems: tuple[str, ...]
+    est_paths: dict[str, Path] | None
+    window_s: float = 1.0
+    hop_s: float = 1.0
+    scale: float = 1.0
+    label: str = ""
+
+    def seconds(self) -> float:
+        """The reference track's duration in seconds (from its mixture or first stem's header)."""
+        stem = MIXTURE if self.ref.stem_path(MIXTURE) is not None else self.stems[0]
+        path = self.ref.stem_path(stem) or self.ref.path
+        info = audio.info(path, stream=0 if self.ref.is_stem_mp4 else None)
+        return info.frames / info.sample_rate
+
+
+def folder_jobs(estimates: Path, references: Path, *, stems: Iterable[str] | None = None, window_s: float = 1.0,
+                hop_s: float = 1.0, label: str = "") -> list[TrackJob]:
+    """The :class:`TrackJob` of every track folder of ``estimates`` (see :func:`score_folders`)."""
     est_tracks = find_tracks(Path(estimates))
     if not est_tracks:
         raise EvaluationError(f"{estimates}: no track folders with .wav/.flac stems")
@@ -177,27 +226,16 @@ def score_folders(
             if path is None:
                 raise MissingEstimateError(est_dir / f"{stem}.wav", f"estimate of {stem!r} for track {name!r} missing")
             est_paths[stem] = path
-        jobs.append(_TrackJob(ref, track_stems, est_paths, window_s, hop_s))
-    return _run_jobs(jobs, workers=workers, on_track=on_track)
+        jobs.append(TrackJob(ref, track_stems, est_paths, window_s, hop_s, label=label))
+    return jobs
 
 
-def score_mixture(
-    references: Path,
-    *,
-    tracks: Iterable[str] | None = None,
-    stems: Iterable[str] | None = None,
-    workers: int = 1,
-    window_s: float = 1.0,
-    hop_s: float = 1.0,
-    on_track: Callable[[str, int, int], None] | None = None,
-) -> dict[str, Any]:
-    """Score the unprocessed mixture as the estimate of every stem (the identity "model"), the baseline for
-    :func:`sdr_improvement`. Same arguments and result shape as :func:`score_folders`; ``tracks`` limits the
-    reference tracks scored (default: all).
-
-    Raises:
-        EvaluationError: a named track is not in ``references``, or a track has no mixture.
-    """
+def mixture_jobs(references: Path, *, tracks: Iterable[str] | None = None, stems: Iterable[str] | None = None,
+                 scale: float = 1.0, window_s: float = 1.0, hop_s: float = 1.0, label: str = "") -> list[TrackJob]:
+    """The :class:`TrackJob` of every reference track (or of ``tracks``) with ``scale`` times the mixture as the
+    estimate (see :func:`score_mixture`)."""
+    if not (isinstance(scale, int | float) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale={scale!r}; allowed: a positive finite number")
     ref_tracks = find_tracks(Path(references), allow_stem_mp4=True)
     names = sorted(ref_tracks) if tracks is None else list(tracks)
     if not names:
@@ -209,80 +247,127 @@ def score_mixture(
         ref = ReferenceTrack(name, ref_tracks[name])
         if ref.stem_path(MIXTURE) is None:
             raise EvaluationError(f"{ref.path}: no {MIXTURE}.wav/.flac to use as the identity estimate")
-        jobs.append(_TrackJob(ref, _track_stems(ref, stems), None, window_s, hop_s))
-    return _run_jobs(jobs, workers=workers, on_track=on_track)
+        jobs.append(TrackJob(ref, _track_stems(ref, stems), None, window_s, hop_s, float(scale), label))
+    return jobs
 
 
-def median_scores(tracks: Mapping[str, TrackScores]) -> TrackScores:
-    """Per stem and metric, the median over tracks of the non-``None`` values (``None`` if there are none)."""
-    stems = _ordered({s for t in tracks.values() for s in t})
-    metrics = _ordered({m for t in tracks.values() for v in t.values() for m in v}, order=("SDR", "SI-SDR"))
-    out: TrackScores = {}
-    for stem in stems:
-        out[stem] = {}
-        for metric in metrics:
-            vals = [t[stem].get(metric) for t in tracks.values() if stem in t]
-            vals = [float(v) for v in vals if v is not None and not math.isnan(v)]
-            out[stem][metric] = float(np.median(vals)) if vals else None
-    return out
+def scores_table(jobs: Sequence[TrackJob], results: Sequence[TrackScores]) -> dict[str, Any]:
+    """``{"median", "tracks"}`` of jobs of one estimate set and their :func:`score_jobs` results, tracks by name."""
+    tracks = {job.ref.name: r for job, r in sorted(zip(jobs, results, strict=True), key=lambda p: p[0].ref.name)}
+    return {"median": median_scores(tracks), "tracks": tracks}
 
 
-def sdr_improvement(scores: Mapping[str, Any], mixture_scores: Mapping[str, Any]) -> TrackScores:
-    """Improvement over the unprocessed mixture per stem: median over tracks of (model - mixture), in dB.
+def scoring_workers(jobs: Sequence[TrackJob], requested: int, *, available: int | None = None) -> int:
+    """How many jobs to score at once: at most ``requested``, the cores, the jobs, and what the available memory
+    holds of museval's peak for the longest track (:data:`MUSEVAL_BASE_BYTES` + :data:`MUSEVAL_BYTES_PER_S` per
+    second), keeping a quarter of it free; never less than 1.
 
     Args:
-        scores: a model's result of :func:`score_folders`.
-        mixture_scores: :func:`score_mixture` (or identity-model :func:`score_folders`) on the same references.
+        available: bytes of memory to plan with (default: ``psutil.virtual_memory().available``).
+    """
+    if not isinstance(requested, int) or requested < 1:
+        raise ValueError(f"workers={requested!r}; allowed: an integer >= 1")
+    if requested == 1 or len(jobs) <= 1:
+        return 1
+    if available is None:
+        import psutil
 
-    Returns:
-        ``{stem: {"SDR": dB | None, "SI-SDR": dB | None}}``: the median of the per-track paired differences over
-        the tracks where both are scored (``None`` where there is none). Tracks in only one of the two are
-        ignored (with a warning).
+        available = int(psutil.virtual_memory().available)
+    longest = max(job.seconds() for job in jobs)
+    per_job = MUSEVAL_BASE_BYTES + MUSEVAL_BYTES_PER_S * longest
+    by_memory = int(0.75 * available // per_job)
+    n = max(1, min(requested, os.cpu_count() or 1, len(jobs), by_memory))
+    if n < min(requested, len(jobs)):
+        logger.info("scoring with %d process(es), not %d: %.1f s tracks need about %.1f GB each, %.1f GB available",
+                    n, requested, longest, per_job / 2**30, available / 2**30)
+    return n
+
+
+def score_jobs(jobs: Sequence[TrackJob], *, workers: int = 1,
+               on_track: Callable[[str, int, int], None] | None = None) -> list[TrackScores]:
+    """Score every job; the results in the order of ``jobs``.
+
+    Jobs of one reference track (same stems, window and hop) are scored together (:func:`score_group`: the
+    references read and their correlations factorized once). Groups run in a ``spawn`` process pool of
+    :func:`scoring_workers` processes when that is above 1, each with its share of the cores as BLAS threads and a
+    fresh process every few groups so museval's peak memory is given back.
 
     Raises:
-        ValueError: either argument lacks ``"tracks"``, or they share no track.
+        ValueError: ``workers`` is not an integer >= 1.
     """
-    for label, s in (("scores", scores), ("mixture_scores", mixture_scores)):
-        if not isinstance(s, Mapping) or "tracks" not in s:
-            raise ValueError(f"{label} has no 'tracks' key; allowed: the dict score_folders returns")
-    model, base = scores["tracks"], mixture_scores["tracks"]
-    common = sorted(set(model) & set(base))
-    if not common:
-        raise ValueError("scores and mixture_scores share no track; allowed: scores of the same references")
-    only = sorted(set(model) ^ set(base))
-    if only:
-        logger.warning("sdr_improvement: %d track(s) scored on one side only, ignored: %s", len(only), only)
-    diffs: dict[str, TrackScores] = {}
-    for track in common:
-        diffs[track] = {}
-        for stem, values in model[track].items():
-            if stem not in base[track]:
-                continue
-            diffs[track][stem] = {
-                metric: (None if v is None or base[track][stem].get(metric) is None
-                         else float(v) - float(base[track][stem][metric]))
-                for metric, v in values.items()
-            }
-    return median_scores(diffs)
+    groups: dict[tuple, list[int]] = {}
+    for i, job in enumerate(jobs):
+        groups.setdefault((str(job.ref.path), job.stems, job.window_s, job.hop_s), []).append(i)
+    batches = [[jobs[i] for i in idx] for idx in groups.values()]
+    procs = scoring_workers([b[0] for b in batches], workers)
+    t0 = time.perf_counter()
+    results: list[Any] = [None] * len(jobs)
+    done = 0
+
+    def finished(idx: list[int], scores: list[TrackScores]) -> None:
+        nonlocal done
+        for i, one in zip(idx, scores, strict=True):
+            results[i], job = one, jobs[i]
+            done += 1
+            logger.info("scored %s%s (%d/%d)", job.ref.name, f" [{job.label}]" if job.label else "", done, len(jobs))
+            if on_track is not None:
+                on_track(job.ref.name, done, len(jobs))
+
+    if procs == 1:
+        for idx, batch in zip(groups.values(), batches, strict=True):
+            finished(idx, score_group(batch))
+    else:
+        ctx = multiprocessing.get_context("spawn")  # safe with torch/OpenMP threads in the parent
+        threads = max(1, (os.cpu_count() or 1) // procs)  # BLAS threads per worker: the cores, shared out
+        with process_pool(procs, mp_context=ctx, max_tasks_per_child=4) as pool:
+            futures = [pool.submit(_score_group_limited, batch, threads) for batch in batches]
+            for idx, fut in zip(groups.values(), futures, strict=True):
+                finished(idx, fut.result())
+    logger.info("scored %d estimate sets of %d tracks with %d process(es) in %.1f s", len(jobs), len(batches), procs,
+                time.perf_counter() - t0)
+    return results
 
 
-def write_scores(scores: Mapping[str, Any], out: Path) -> Path:
-    """Write ``scores`` as JSON atomically (temp file + rename); NaN and ±inf become ``null``.
+def score_job(job: TrackJob) -> TrackScores:
+    """Read one job's references and estimates and score them (:func:`train.bsseval.score_track`).
 
-    Returns:
-        the path written.
+    Raises:
+        EvaluationError: a sample rate or channel count that does not match the references.
     """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_json_safe(scores), indent=2, allow_nan=False) + "\n"
-    write_text_atomic(out, text)
-    return out
+    return score_group([job])[0]
 
 
-def read_scores(path: Path) -> dict[str, Any]:
-    """Load a scores JSON written by :func:`write_scores`."""
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+def score_group(jobs: Sequence[TrackJob]) -> list[TrackScores]:
+    """Score jobs of one reference track (same stems, window, hop): the references are read once and their
+    correlation matrix factorized once for all of them (:func:`train.bsseval.score_track`'s ``factors``).
+
+    Raises:
+        EvaluationError: a sample rate or channel count that does not match the references.
+    """
+    first = jobs[0]
+    refs, sr = _load_references(first.ref, first.stems, with_mixture=any(j.est_paths is None for j in jobs))
+    factors: dict = {}
+    return [score_track(refs, _estimates(job, refs, sr), sr, window_s=job.window_s, hop_s=job.hop_s, factors=factors)
+            for job in jobs]
+
+
+def _estimates(job: TrackJob, refs: dict[str, np.ndarray], sr: int) -> dict[str, np.ndarray]:
+    """One job's estimates: ``scale`` times the mixture for every stem, or its files (checked against ``refs``)."""
+    if job.est_paths is None:
+        scaled = refs[MIXTURE] * np.float32(job.scale) if job.scale != 1.0 else refs[MIXTURE]
+        return dict.fromkeys(job.stems, scaled)
+    ests = {}
+    for stem, path in job.est_paths.items():
+        est, est_sr = audio.read(path)
+        if est_sr != sr:
+            raise EvaluationError(f"{path}: sample rate {est_sr} Hz, references of {job.ref.name!r} are {sr} Hz")
+        if est.shape[0] != refs[stem].shape[0]:
+            raise EvaluationError(f"{path}: {est.shape[0]} channel(s), the reference of {stem!r} has "
+                                  f"{refs[stem].shape[0]}")
+        if why := estimate_problem(est, refs[stem].shape[1], sr):  # NaN/inf, or a length padding would hide
+            raise EvaluationError(f"{path}: {why}")
+        ests[stem] = est
+    return ests
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -290,89 +375,14 @@ def read_scores(path: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _TrackJob:
-    ref: ReferenceTrack
-    stems: tuple[str, ...]
-    est_paths: dict[str, Path] | None  # None: the mixture is the estimate of every stem
-    window_s: float
-    hop_s: float
-
-
-def _run_jobs(
-    jobs: list[_TrackJob], *, workers: int, on_track: Callable[[str, int, int], None] | None
-) -> dict[str, Any]:
-    if not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers={workers!r}; allowed: an integer >= 1")
-    jobs = sorted(jobs, key=lambda j: j.ref.name)
-    t0 = time.perf_counter()
-    results: dict[str, TrackScores] = {}
-
-    def done(name: str, track_scores: TrackScores) -> None:
-        results[name] = track_scores
-        logger.info("scored %s (%d/%d)", name, len(results), len(jobs))
-        if on_track is not None:
-            on_track(name, len(results), len(jobs))
-
-    if workers == 1 or len(jobs) == 1:
-        for job in jobs:
-            done(job.ref.name, _score_job(job))
-    else:
-        ctx = multiprocessing.get_context("spawn")  # safe with torch/OpenMP threads in the parent
-        procs = min(workers, len(jobs))
-        threads = max(1, (os.cpu_count() or 1) // procs)  # BLAS threads per worker: the cores, shared out
-        with process_pool(procs, mp_context=ctx) as pool:
-            futures = [(job.ref.name, pool.submit(_score_job_limited, job, threads)) for job in jobs]
-            for name, fut in futures:
-                done(name, fut.result())
-    tracks = {name: results[name] for name in sorted(results)}
-    n_stems = sum(len(t) for t in tracks.values())
-    logger.info("scored %d tracks (%d stems) in %.1f s", len(tracks), n_stems, time.perf_counter() - t0)
-    return {"median": median_scores(tracks), "tracks": tracks}
-
-
-def _score_job_limited(job: _TrackJob, threads: int) -> TrackScores:
-    """:func:`_score_job` with at most ``threads`` BLAS/OpenMP threads (a pool worker's share of the cores)."""
+def _score_group_limited(jobs: list[TrackJob], threads: int) -> list[TrackScores]:
+    """:func:`score_group` with at most ``threads`` BLAS/OpenMP threads (a pool worker's share of the cores)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - threadpoolctl ships with scipy's usual stacks
-        return _score_job(job)
+        return score_group(jobs)
     with threadpool_limits(limits=threads):
-        return _score_job(job)
-
-
-def _score_job(job: _TrackJob) -> TrackScores:
-    refs, sr = _load_references(job.ref, job.stems, with_mixture=job.est_paths is None)
-    if job.est_paths is None:
-        ests = {stem: refs[MIXTURE] for stem in job.stems}
-    else:
-        ests = {}
-        for stem, path in job.est_paths.items():
-            est, est_sr = audio.read(path)
-            if est_sr != sr:
-                raise EvaluationError(f"{path}: sample rate {est_sr} Hz, references of {job.ref.name!r} are {sr} Hz")
-            if est.shape[0] != refs[stem].shape[0]:
-                raise EvaluationError(
-                    f"{path}: {est.shape[0]} channel(s), the reference of {stem!r} has {refs[stem].shape[0]}"
-                )
-            _check_estimate(path, est, refs[stem].shape[1], sr)
-            ests[stem] = est
-    return score_track(refs, ests, sr, window_s=job.window_s, hop_s=job.hop_s)
-
-
-def _check_estimate(path: Path, est: np.ndarray, ref_frames: int, sr: int) -> None:
-    """An estimate must hold finite samples and about the reference's length: a short estimate would be padded with
-    silence and can score higher than the whole one, so a gap above :data:`LENGTH_TOLERANCE_S` is an error."""
-    bad = est.size - int(np.isfinite(est).sum())
-    if bad:
-        raise EvaluationError(f"{path}: {bad} non-finite samples (NaN or inf); allowed: finite samples only")
-    gap = abs(est.shape[1] - ref_frames)
-    if gap > LENGTH_TOLERANCE_S * sr:
-        raise EvaluationError(f"{path}: {est.shape[1]} frames, the reference has {ref_frames} ({gap / sr:.3f} s "
-                              f"apart); allowed: within {LENGTH_TOLERANCE_S} s")
-    if gap:
-        logger.warning("%s: %d frames, the reference has %d; padded or cut to match", path, est.shape[1],
-                       ref_frames)
+        return score_group(jobs)
 
 
 def _load_references(ref: ReferenceTrack, stems: tuple[str, ...], *, with_mixture: bool) -> tuple[dict, int]:
@@ -408,7 +418,7 @@ def _track_stems(ref: ReferenceTrack, stems: Iterable[str] | None) -> tuple[str,
         found = [s for s in ref.stems() if s != MIXTURE]
         if not found:
             raise EvaluationError(f"{ref.path}: no reference stems besides {MIXTURE}")
-        return tuple(_ordered(found))
+        return tuple(ordered(found))
     chosen = tuple(dict.fromkeys(stems))
     if not chosen:
         raise ValueError("stems=[] ; allowed: None or a non-empty list of stem names")
@@ -430,20 +440,7 @@ def _has_stem_files(folder: Path) -> bool:
     return any(p.suffix.lower() in STEM_SUFFIXES and p.is_file() for p in folder.iterdir())
 
 
-def _ordered(names: Iterable[str], order: tuple[str, ...] = (MIXTURE, *MUSDB_STEM_ORDER)) -> list[str]:
-    rank = {n: i for i, n in enumerate(order)}
-    return sorted(set(names), key=lambda n: (rank.get(n, len(rank)), n))
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        if math.isinf(obj):
-            logger.warning("write_scores: %s written as null", obj)
-        return None
-    return obj
+__all__ = ["MIXTURE", "MUSDB_STEM_ORDER", "EvaluationError", "MissingEstimateError", "ReferenceTrack", "TrackJob",
+           "find_tracks", "folder_jobs", "median_scores", "mixture_jobs", "read_scores", "score_folders", "score_group",
+           "score_job", "score_jobs", "score_mixture", "scores_table", "scoring_workers", "sdr_improvement",
+           "write_scores"]

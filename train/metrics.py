@@ -9,7 +9,7 @@ They work on ``torch.Tensor`` (any device, differentiable; half precision is com
 itself, so numpy-only callers (``train.evaluate`` and its worker processes) do not pay for it.
 
 These are the quick, whole-signal numbers for training curves. The MUSDB18 benchmark number is BSSEval v4 SDR
-through museval (:func:`train.evaluate.bss_sdr`), which is windowed, filter-tolerant and much slower.
+through museval (:func:`train.bsseval.bss_sdr`), which is windowed, filter-tolerant and much slower.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from torch import Tensor
 from augment.config import ProjectConfig, load_project
 from stemdb.config import StemdbConfig
 from stemdb.errors import ConfigError
+from train.checkpoint import init_weights
 from train.config import TrainConfig, train_config
 from train.models import build_model
 from train.runlog import TrainResult
@@ -63,13 +64,19 @@ def train_run(
     train_data: Any = None,
     valid: Crops | None = None,
     max_steps: int | None = None,
+    init: str | Path | None = None,
 ) -> TrainResult:
     """Train a bundled model as ``data.yaml`` describes (its ``remix`` targets, channels and rate; its ``train:``
     section, with ``overrides`` and ``model`` on top) into the run folder ``out``.
 
     Joins the ``torchrun`` process group when the environment describes one. ``train_data`` / ``valid`` replace
     the configured data (tests, benchmarks); otherwise the data comes from :func:`build_train_data` and the
-    validation crops from ``train.valid.root``.
+    validation crops from ``train.valid.root``. ``init``: start from the weights of another run (its newest
+    checkpoint) or checkpoint file, with a fresh optimizer and step count; the run records where its weights came
+    from as ``extra.init`` in ``run.json`` and in its checkpoints (a resumed run continues from its own checkpoint).
+
+    Raises:
+        train.checkpoint.CheckpointError: ``init`` holds no checkpoint, or one of another architecture.
     """
     scfg = load_project(config)
     base = Path(config).resolve().parent if isinstance(config, str | Path) else Path.cwd()
@@ -85,6 +92,8 @@ def train_run(
     rate = int(getattr(train_data, "sample_rate", tcfg.sample_rate or scfg.remix.sample_rate))
     net = build_model(tcfg.model, targets=targets, channels=channels, sample_rate=rate, seed=tcfg.seed,
                       **tcfg.model_options)
+    if init is not None:
+        extra = {**extra, "init": init_weights(net, init)}
     if valid is None and tcfg.valid.root is not None and rank == 0:
         v = tcfg.valid
         valid = load_crops(v.root, stems=targets, channels=channels, sample_rate=rate, seconds=v.seconds,

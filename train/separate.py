@@ -16,8 +16,10 @@ Channels and rates: the output has the input's channel count and sample rate. A 
 it on both channels and its estimates are averaged back to mono; a mono model separates each input channel on its
 own; audio at another rate is resampled (soxr) to the model's rate and back.
 
-:func:`evaluate_run` separates every track of a MUSDB18-HQ-layout folder into a temporary folder and scores it with
-:mod:`train.evaluate` (BSSEval v4 SDR by museval, SI-SDR), with the unprocessed mixture as the baseline.
+:func:`separate_tracks` separates every track of a MUSDB18-HQ-layout folder into a folder of estimates;
+:func:`evaluate_run` does that into a temporary folder and scores it with :mod:`train.evaluate` (BSSEval v4 by
+museval, SI-SDR, level error), with the mixture divided by the number of stems and the unprocessed mixture as the
+baselines.
 """
 
 from __future__ import annotations
@@ -234,15 +236,19 @@ def evaluate_run(
         split: only tracks under this split folder (``train``, ``test``...).
         tracks: only these track names.
         estimates: keep the separated stems in this folder (default: a temporary folder, removed afterwards).
-        workers: tracks scored in parallel by museval.
+        workers: tracks scored in parallel by museval (at most; bounded by memory, see
+            :func:`train.evaluate.scoring_workers`).
         on_track: ``on_track(track, done, total)`` after each separated track.
-        baseline: the ``"mixture"`` entry of an earlier result on the same references and tracks: reused
-            instead of scoring the unprocessed mixture again (it does not depend on the model).
+        baseline: an earlier result of this function on the same references and tracks: its ``"mixture"`` and
+            ``"mixture_n"`` entries are reused instead of scoring the baselines again (they do not depend on the
+            model).
 
     Returns:
-        :func:`train.evaluate.score_folders`'s ``{"median", "tracks"}`` for the model's targets, plus
-        ``"mixture"`` (the unprocessed mixture's scores, same shape), ``"improvement"`` (per stem, median over
-        tracks of model minus mixture, :func:`train.evaluate.sdr_improvement`) and ``"run"`` (checkpoint, step).
+        :func:`train.evaluate.score_folders`'s ``{"median", "tracks"}`` for the model's targets, plus the
+        baselines ``"mixture_n"`` (the mixture divided by the number of targets) and ``"mixture"`` (the
+        unprocessed mixture), same shape; ``"improvement_n"`` and ``"improvement"`` (per stem and metric, median
+        over tracks of model minus that baseline, :func:`train.scores.sdr_improvement`); and ``"run"``
+        (checkpoint, step).
 
     Raises:
         train.evaluate.EvaluationError: no tracks match.
@@ -250,22 +256,47 @@ def evaluate_run(
     from train.evaluate import score_folders, score_mixture, sdr_improvement, write_scores
 
     model = load_model(run, device=resolve_device(device))
-    found, names = _pick_tracks(Path(musdb_root), split=split, tracks=tracks)
     with tempfile.TemporaryDirectory(prefix="stemdb-eval-") as tmp:
         est_root = Path(estimates) if estimates is not None else Path(tmp)
-        for i, name in enumerate(names):
-            _separate_track(model, name, found[name], est_root / name, chunk_seconds=chunk_seconds,
-                            precision=precision)
-            if on_track:
-                on_track(name, i + 1, len(names))
+        names = separate_tracks(model, musdb_root, est_root, split=split, tracks=tracks,
+                                chunk_seconds=chunk_seconds, precision=precision, on_track=on_track)
         scores = score_folders(est_root, Path(musdb_root), stems=model.targets, workers=workers)
-        base = baseline if baseline is not None else score_mixture(Path(musdb_root), tracks=names,
-                                                                    stems=model.targets, workers=workers)
-    result = {**scores, "mixture": base, "improvement": sdr_improvement(scores, base),
+        base = {}
+        for key, scale in (("mixture_n", 1.0 / len(model.targets)), ("mixture", 1.0)):
+            base[key] = baseline[key] if baseline is not None else score_mixture(
+                Path(musdb_root), tracks=names, stems=model.targets, scale=scale, workers=workers)
+    result = {**scores, **base, "improvement_n": sdr_improvement(scores, base["mixture_n"]),
+              "improvement": sdr_improvement(scores, base["mixture"]),
               "run": {"checkpoint": model.checkpoint, "step": _step_of(model.checkpoint)}}
     if out is not None:
         write_scores(result, Path(out))
     return result
+
+
+def separate_tracks(
+    model: SeparationModel,
+    musdb_root: str | Path,
+    out: str | Path,
+    *,
+    split: str | None = None,
+    tracks: Iterable[str] | None = None,
+    chunk_seconds: float | None = None,
+    precision: Precision = "fp32",
+    on_track: Callable[[str, int, int], None] | None = None,
+) -> list[str]:
+    """Separate the mixture of every track of a MUSDB18-HQ-layout folder (or of ``split`` / ``tracks``) into
+    ``<out>/<track>/<stem>.wav`` (float WAV); returns the track names in order.
+
+    Raises:
+        train.evaluate.EvaluationError: a named track is missing, no track is left, or a track has no mixture.
+    """
+    found, names = _pick_tracks(Path(musdb_root), split=split, tracks=tracks)
+    for i, name in enumerate(names):
+        _separate_track(model, name, found[name], Path(out) / name, chunk_seconds=chunk_seconds,
+                        precision=precision)
+        if on_track:
+            on_track(name, i + 1, len(names))
+    return names
 
 
 def _pick_tracks(root: Path, *, split: str | None, tracks: Iterable[str] | None) -> tuple[dict[str, Path], list[str]]:
@@ -315,12 +346,15 @@ def _step_of(checkpoint: str) -> int | None:
     return int(stem[5:]) if stem.startswith("step_") and stem[5:].isdigit() else None
 
 
-def stems_summary(result: Mapping[str, Any]) -> list[tuple[str, float | None, float | None, float | None]]:
-    """``[(stem, median SDR, median SI-SDR, SDR improvement)]`` rows of an :func:`evaluate_run` result."""
+def stems_summary(result: Mapping[str, Any]) -> list[tuple[str, float | None, float | None, float | None,
+                                                          float | None]]:
+    """``[(stem, median SDR, median SI-SDR, SDR improvement over mixture/N, over the mixture)]`` rows of an
+    :func:`evaluate_run` result."""
     rows = []
     for stem, v in result["median"].items():
+        imp_n = result.get("improvement_n", {}).get(stem, {}).get("SDR")
         imp = result.get("improvement", {}).get(stem, {}).get("SDR")
-        rows.append((stem, v.get("SDR"), v.get("SI-SDR"), imp))
+        rows.append((stem, v.get("SDR"), v.get("SI-SDR"), imp_n, imp))
     return rows
 
 
@@ -332,5 +366,6 @@ __all__ = [
     "separate",
     "separate_file",
     "separate_tensor",
+    "separate_tracks",
     "stems_summary",
 ]

@@ -107,21 +107,27 @@ def scaling(f: dict) -> list[str]:
 
 
 def proof(f: dict) -> list[str]:
-    if not f:
-        return ["no variant finished"]
+    """The comparison's table (``bench/compare.py --json``: train.compare's results)."""
+    if not f or "table" not in f:
+        return ["no comparison results"]
 
     def sdr(x: float | None) -> str:
         return "n/a" if x is None else f"{x:+.2f}"
 
-    first = next(iter(f.values()))
-    lines = ["| variant | steps | train s | " + " | ".join(f"{s} SDR / dSDR" for s in STEMS) + " |",
-             "|---|---|---|" + "---|" * len(STEMS),
-             "| mixture (no model) | - | - | " + " | ".join(f"{sdr(first['mixture'][s]['SDR'])} / 0" for s in STEMS)
-             + " |"]
-    for variant, r in f.items():
-        cells = [f"{sdr(r['median'][s]['SDR'])} / {sdr(r['improvement'][s]['SDR'])}" for s in STEMS]
-        lines.append(f"| {variant} | {r['step']} | {r['train_seconds']:.0f} | " + " | ".join(cells) + " |")
-    return lines
+    names = {"mixture_n": "mixture / 4 (no model)", "mixture": "mixture (no model)"}
+    steps = f["facts"]["steps_per_run"]
+    lines = ["| row | steps | " + " | ".join(f"{s} SDR / dSDR over mix/4" for s in STEMS) + " |",
+             "|---|---|" + "---|" * len(STEMS)]
+    for row, per in f["table"].items():
+        imp = f["improvement"]["mixture_n"].get(row)
+        n = ", ".join(str(v) for k, v in steps.items() if k.split("/")[0] == row) or "-"
+        cells = [f"{sdr(per[s]['SDR']['median'])} / {sdr(imp[s]['SDR']['median']) if imp else '0'}" for s in STEMS]
+        lines.append(f"| {names.get(row, row)} | {n} | " + " | ".join(cells) + " |")
+    verdicts = [f"- {v} vs real, {s} SDR: {per[s]['SDR']['verdict']}" for v, per in f.get("vs_real", {}).items()
+                for s in STEMS]
+    t = f["timing"]
+    return [*lines, "", *verdicts, "", f"Scoring: {sdr(t['scoring_s_per_audio_minute'])} s per minute of audio, "
+            f"{100 * (t['scoring_share'] or 0):.1f} % of the comparison's {t['wall_s']:.0f} s."]
 
 
 SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
@@ -130,7 +136,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "augment": ("GpuAugment per-item pitch and stretch (`bench/stream_gpu_augment.py`)", augment),
     "stream": ("U-Net fed by the remix stream (`bench/stream_gpu.py`)", stream),
     "scaling": ("`build_remix` scaling (`bench/remix_scaling.py`)", scaling),
-    "proof": ("The proof: naive vs calibrated vs tempo-aware remixes (`bench/train_models.py --proof`)", proof),
+    "proof": ("The proof: compare-datasets on the train pool (`bench/compare.py`)", proof),
 }
 
 
@@ -140,8 +146,9 @@ def markdown(result: dict) -> str:
         title, render = SECTIONS[name]
         lines += ["", f"## {title}", ""]
         if part.get("minutes_per_variant") is not None:
-            lines += [f"{part['minutes_per_variant']:g} training minutes per variant, same seed and model; SDR is "
-                      "the median over the held-out songs (BSSEval v4), dSDR its improvement over the mixture.", ""]
+            lines += [f"{part['minutes_per_variant']:g} training minutes per variant "
+                      f"({', '.join(part.get('variants', []))}), same seed and model; SDR is the median over the "
+                      "held-out songs (BSSEval v4), dSDR its improvement over the mixture divided by 4.", ""]
         if part.get("figures"):
             lines += render(part["figures"])
         if part.get("status") != "ok":

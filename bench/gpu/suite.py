@@ -14,9 +14,13 @@ fails or runs out of time is recorded and the next one runs. Parts, in order:
 ``stream``   ``bench/stream_gpu.py``: the U-Net fed by RemixStream + StreamLoader + GpuAugment, 14 loader workers,
              against the same step on synthetic tensors;
 ``scaling``  ``bench/remix_scaling.py``: ``build_remix`` on 1, 2, 4, 8, 16 processes;
-``proof``    the packed training pool (``.pool/``) unpacked and checked, then ``bench/train_models.py --proof``:
-             the U-Net trained for the same minutes on naive, calibrated and tempo-aware remixes, the two held-out
-             songs separated on the GPU and scored with BSSEval v4 here on the machine.
+``proof``    the packed training pool (``.pool/``) unpacked and checked, then ``bench/compare.py`` (the library's
+             comparison, :func:`train.compare.run_comparison`, as ``stemdb compare`` runs it): the U-Net trained
+             for the same minutes on real multitracks and on naive, calibrated and tempo-aware remixes, the two
+             held-out songs separated on the GPU and scored with BSSEval v4 here on the machine, with both
+             baselines. ``--proof-minutes auto`` fits the part into what the budget leaves: fewer variants when
+             the minutes per variant would fall under :data:`PROOF_MIN_MINUTES` (the plan is printed and recorded),
+             and "skipped: budget" when not even two variants fit.
 
 ``--dry-run`` runs every part at its smoke size on the CPU. Writes ``OUTDIR/gpu.json`` (every figure, the GPU,
 torch/CUDA versions, part timings), ``OUTDIR/gpu.md`` (the tables docs/benchmarks.md shows) and ``OUTDIR/suite.log``
@@ -41,10 +45,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
 PY = sys.executable
-PROOF_VARIANTS = ("naive", "calibrated", "tempo")
-#: Seconds the proof spends besides training, per variant (stream start, separation, scoring) and once (unpacking,
-#: ingest with tempo, scoring the unprocessed mixture): 16-30 s and 34 + 80 s on the H200 run of 2026-11-27.
-PROOF_OVERHEAD_S, PROOF_SETUP_S = 30.0, 120.0
+#: The proof's variants in the order they are dropped from the end when the budget is short (``real`` first: it is
+#: what every other variant is compared with).
+PROOF_VARIANTS = ("real", "naive", "calibrated", "tempo")
+#: Seconds the proof spends besides training, per variant (stream start, separation, its share of scoring: about
+#: 50 s of evaluation each on the H200 run of 2026-11-27) and once (unpacking, ingest with tempo, scoring both
+#: baselines: 34 + 80 s there).
+PROOF_OVERHEAD_S, PROOF_SETUP_S = 50.0, 120.0
+#: Fewer training minutes than this per variant is no comparison: drop a variant instead.
+PROOF_MIN_MINUTES = 0.5
+#: Share of the time box the plan may use (the rest is margin for a slow start).
+PROOF_PLAN_SHARE = 0.9
 
 
 @dataclass(frozen=True)
@@ -91,13 +102,14 @@ def _scaling(w: Path, a: argparse.Namespace) -> list[list[str]]:
 
 def _proof(w: Path, a: argparse.Namespace) -> list[list[str]]:
     unpack = [PY, str(BENCH / "gpu" / "kit.py"), "unpack", "--src", str(a.pool), "--out", str(w / "pool")]
-    run = [PY, str(BENCH / "train_models.py"), "--proof", "--pool", str(w / "pool"), "--work", str(w / "proof"),
-           "--json", str(w / "proof.json")]
+    run = [PY, str(BENCH / "compare.py"), "--work", str(w / "proof"), "--json", str(w / "proof.json")]
     if a.dry_run:
         run += ["--smoke"]
     else:
-        run += ["--device", "cuda", "--minutes", f"{a.proof_minutes_resolved:.3f}", "--variants", *PROOF_VARIANTS,
-                "--num-workers", "12", "--eval-workers", "2", "--valid-every", "250"]
+        minutes, variants = a.proof_plan
+        run += ["--pool", str(w / "pool" / "musdb"), "--device", "cuda", "--minutes", f"{minutes:.3f}",
+                "--variants", *variants, "--seeds", "0", "--batch", "4", "--seconds", "6", "--model-options", "{}",
+                "--num-workers", "12", "--eval-workers", "4", "--valid-every", "250"]
     return [unpack, run]
 
 
@@ -107,7 +119,7 @@ PARTS = [
     Part("augment", "GpuAugment pitch/stretch", _augment, 90),
     Part("stream", "U-Net fed by RemixStream + GpuAugment", _stream, 120),
     Part("scaling", "build_remix scaling", _scaling, 150),
-    Part("proof", "naive vs calibrated vs tempo-aware remixes", _proof, 3600),
+    Part("proof", "compare-datasets: real vs naive vs calibrated vs tempo-aware remixes", _proof, 3600),
 ]
 
 
@@ -197,12 +209,19 @@ def machine_info() -> dict:
     return info
 
 
-def resolve_proof_minutes(args: argparse.Namespace, remaining: float) -> float:
-    """``--proof-minutes`` as a number; ``auto``: what the budget leaves, shared equally by the variants."""
+def proof_plan(args: argparse.Namespace, remaining: float) -> tuple[float, tuple[str, ...]] | None:
+    """(training minutes per variant, variants) of the proof part: ``--proof-minutes`` as given with every variant;
+    ``auto``: the most variants (dropped from the end of :data:`PROOF_VARIANTS`, at least two) whose minutes, with
+    the setup and each variant's overhead, fit :data:`PROOF_PLAN_SHARE` of ``remaining`` seconds at no less than
+    :data:`PROOF_MIN_MINUTES` each; ``None`` when not even two variants fit (the part is skipped)."""
     if args.proof_minutes != "auto":
-        return float(args.proof_minutes)
-    per = (remaining - PROOF_SETUP_S - len(PROOF_VARIANTS) * PROOF_OVERHEAD_S) / len(PROOF_VARIANTS) / 60.0
-    return max(0.25, per)
+        return float(args.proof_minutes), PROOF_VARIANTS
+    usable = PROOF_PLAN_SHARE * remaining - PROOF_SETUP_S
+    for n in range(len(PROOF_VARIANTS), 1, -1):
+        per = (usable - n * PROOF_OVERHEAD_S) / n / 60.0
+        if per >= PROOF_MIN_MINUTES:
+            return per, PROOF_VARIANTS[:n]
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,13 +256,24 @@ def main(argv: list[str] | None = None) -> int:
         if part.name not in names:
             continue
         remaining = args.budget - (time.perf_counter() - t_start)
-        if part.name == "proof":
-            args.proof_minutes_resolved = resolve_proof_minutes(args, remaining)
         timeout = min(part.cap_s, remaining) if not args.dry_run else part.cap_s
+        if part.name == "proof" and not args.dry_run:
+            args.proof_plan = proof_plan(args, timeout)
+            if args.proof_plan is None:
+                why = (f"skipped: budget ({timeout:.0f} s left; two variants need {PROOF_SETUP_S:.0f} s + "
+                       f"2 x ({PROOF_OVERHEAD_S:.0f} s + {PROOF_MIN_MINUTES:g} min) / {PROOF_PLAN_SHARE:g})")
+                print(f"[{part.name}] {why}", flush=True)
+                result["parts"][part.name] = {"title": part.title, "status": why, "rc": None, "seconds": 0.0}
+                continue
+            print(f"[{part.name}] plan: {args.proof_plan[0]:.2f} training minutes for each of "
+                  f"{', '.join(args.proof_plan[1])}" + (" (fewer variants: the budget is short)"
+                                                         if len(args.proof_plan[1]) < len(PROOF_VARIANTS) else ""),
+                  flush=True)
         print(f"[{part.name}] {part.title} (time box {timeout:.0f} s) ...", flush=True)
         rec = run_part(part, work, args, timeout, log)
         if part.name == "proof" and not args.dry_run:
-            rec["minutes_per_variant"] = round(args.proof_minutes_resolved, 3)
+            rec["minutes_per_variant"] = round(args.proof_plan[0], 3)
+            rec["variants"] = list(args.proof_plan[1])
         result["parts"][part.name] = rec
         print(f"[{part.name}] {rec['status']} in {rec['seconds']:.0f} s", flush=True)
         write_outputs(args.out, result, t_start)

@@ -51,14 +51,23 @@ class Plot:
 
 
 @dataclass
+class Audio:
+    """An embedded sound: ``uri`` is a ``data:audio/...;base64,...`` URI (see :func:`audio_uri`)."""
+
+    uri: str
+    caption: str
+
+
+@dataclass
 class Section:
-    """One titled part of the page: a paragraph, then tables and plots."""
+    """One titled part of the page: a paragraph, then tables, plots and sounds."""
 
     title: str
     text: str = ""
     tables: list[Table] = field(default_factory=list)
     plots: list[Plot] = field(default_factory=list)
     anchor: str = ""
+    audios: list[Audio] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.anchor:
@@ -170,6 +179,11 @@ def to_plot(fig, alt: str, caption: str = "") -> Plot:  # noqa: ANN001
         fig.clear()
     uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
     return Plot(uri=uri, alt=alt, caption=caption)
+
+
+def audio_uri(data: bytes, mime: str = "audio/ogg") -> str:
+    """Encoded audio bytes (e.g. an Ogg Vorbis file written by :func:`stemdb.audio.write`) as a ``data:`` URI."""
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
 
 def empty_axes(ax, message: str) -> None:  # noqa: ANN001
