@@ -13,10 +13,10 @@ parts). An interrupted build resumes from its finished chunks; a rerun with the 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -25,16 +25,18 @@ from typing import TypeVar
 import numpy as np
 import pyarrow.parquet as pq
 
-from augment.config import RemixConfig
+from augment.config import RemixConfig, remix_section
 from augment.fill import fill_check
 from augment.pool import StemPool, build_pool
 from augment.recipe import RECIPE_VERSION, Recipe, recipe_schema, recipes_table
 from augment.remix import check_pool, plan_block
 from augment.render import StemTable, measure_recipe, render_recipe
 from augment.writer import is_complete, remove_stale, write_mixture
-from stemdb.atomic import atomic_open
+from stemdb.atomic import atomic_open, folder_lock, remove_temps, write_text_atomic
 from stemdb.catalog import write_parquet_atomic
 from stemdb.config import fingerprint_of
+from stemdb.errors import ConfigError
+from stemdb.workers import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -179,19 +181,27 @@ def build_remix(
     """
     t0 = time.perf_counter()
     out = Path(out)
+    if seconds is not None:  # the same bounds as remix.seconds in data.yaml
+        remix_section({**cfg.model_dump(mode="python"), "seconds": seconds})
     plan, pool = prepare_build(catalog, cfg, n=n, seed=seed, seconds=seconds, chunk_size=chunk_size)
     warning = fill_warning(pool, cfg, plan)
     if warning:
         log.warning(warning)
     chunks = plan.chunks()
     sizes = [len(c) for c in chunks]
-    if workers > 1:
-        jobs = [(c, plan, str(catalog), str(out), cfg) for c in chunks]
-        with ProcessPoolExecutor(max_workers=workers) as ex:
-            rendered = _count(ex.map(_render_chunk_job, jobs), sizes, progress)
-    else:
-        rendered = _count((render_chunk(c, plan, catalog, out, cfg, pool=pool) for c in chunks), sizes, progress)
-    finish_remix(out, plan, cfg.targets)
+    with folder_lock(out, "stemdb remix"):
+        claim_output(out, seed=seed, settings=fingerprint_of({"cfg": cfg.model_dump(mode="json"),
+                                                              "seconds": seconds or cfg.seconds}))
+        for d in (out, out / ".parts"):  # temp files of a killed build (the lock says no build is running)
+            remove_temps(d)
+        if workers > 1:
+            jobs = [(c, plan, str(catalog), str(out), cfg) for c in chunks]
+            with process_pool(workers) as executor:
+                rendered = _count(executor.map(_render_chunk_job, jobs), sizes, progress)
+        else:
+            rendered = _count((render_chunk(c, plan, catalog, out, cfg, pool=pool) for c in chunks), sizes,
+                              progress)
+        finish_remix(out, plan, cfg.targets)
     secs = time.perf_counter() - t0
     hours = n * float(seconds if seconds is not None else cfg.seconds) / 3600.0
     summary = RemixSummary(str(out), n, rendered, n - rendered, hours, secs)
@@ -225,6 +235,29 @@ def fill_warning(pool: StemPool, cfg: RemixConfig, plan: BuildPlan) -> str | Non
     idx = sorted({round(i) for i in np.linspace(0, plan.n - 1, min(plan.n, FILL_SAMPLE))})
     sample = plan_block(pool, cfg, seed=plan.seed, indices=idx, seconds=plan.seconds).recipes()
     return fill_check(pool, sample, short=cfg.short).warning()
+def claim_output(out: Path, *, seed: int, settings: str) -> None:
+    """Record in ``out/.remix.json`` which build writes ``out`` (its seed and a hash of its settings), refusing an
+    ``out`` that holds the mixtures of another build: a build replaces whatever is not its own, so re-using a
+    folder with another seed or other settings would delete the earlier mixtures without a word.
+
+    Raises:
+        ConfigError: ``out`` holds a set of another seed or other settings (named in the message).
+    """
+    marker = out / ".remix.json"
+    mine = {"seed": int(seed), "settings": settings}
+    if marker.is_file():
+        theirs = json.loads(marker.read_text())
+    elif (out / "recipes.parquet").is_file():  # a set written before the marker existed: its seed is known
+        seeds = pq.read_table(out / "recipes.parquet", columns=["seed"]).column("seed").to_pylist()
+        theirs = {"seed": seeds[0] if seeds else int(seed), "settings": settings}
+    else:
+        theirs = mine
+    if theirs != mine:
+        what = f"seed {theirs.get('seed')}" if theirs.get("seed") != seed else "other settings"
+        raise ConfigError(f"{out}: holds a remix of {what}; this build (seed {seed}) would delete its mixtures; "
+                          "use another --out, or remove the folder first", key="out")
+    if not marker.is_file():
+        write_text_atomic(marker, json.dumps(mine))
 
 
 def _count(results: Iterable[int], sizes: Sequence[int], progress: Callable[[int, int], None] | None) -> int:

@@ -13,12 +13,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
-from stemdb.config import MUSDB_TARGETS, StemdbConfig, load_config, validate_config
+from stemdb.config import MUSDB_TARGETS, StemdbConfig, load_config, safe_names, validate_config
 from stemdb.errors import ConfigError
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # NaN/inf: never a setting
 
 
 class MixLevels(_Frozen):
@@ -111,9 +111,25 @@ class RemixConfig(_Frozen):
             data.pop("key", None)
         return data
 
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        safe_names(v, "target")
+        if "mixture" in v or len(set(v)) < len(v):
+            raise ValueError("targets must be distinct and none may be 'mixture' (each is a file <target>.wav "
+                             "beside mixture.wav)")
+        return v
+
+    @field_validator("kind_map")
+    @classmethod
+    def _kind_map(cls, v: dict[str, str]) -> dict[str, str]:
+        safe_names([*v, *v.values()], "kind")
+        return v
+
     @field_validator("silent_prob")
     @classmethod
     def _probs(cls, v: dict[str, float]) -> dict[str, float]:
+        safe_names(v, "target")
         for k, p in v.items():
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"silent_prob.{k}={p} is not a probability in [0, 1]")

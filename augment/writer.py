@@ -34,9 +34,13 @@ def write_mixture(out: Path, recipe: Recipe, rendered: Rendered) -> Path:
     tmp = out / recipe.split / f".tmp-{recipe.mix_id}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    audio_io.write(tmp / "mixture.wav", rendered.mixture, recipe.sample_rate, subtype=recipe.subtype)
-    for name, s in zip(recipe.targets, rendered.stems, strict=True):
-        audio_io.write(tmp / f"{name}.wav", s, recipe.sample_rate, subtype=recipe.subtype)
+    try:
+        audio_io.write(tmp / "mixture.wav", rendered.mixture, recipe.sample_rate, subtype=recipe.subtype)
+        for name, s in zip(recipe.targets, rendered.stems, strict=True):
+            audio_io.write(tmp / f"{name}.wav", s, recipe.sample_rate, subtype=recipe.subtype)
+    except BaseException:  # a full disk, a kill signal turned exception: no half-written folder is left
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         os.rename(tmp, final)
     except OSError:  # a concurrent writer finished first: same recipe, same bytes

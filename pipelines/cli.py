@@ -17,21 +17,28 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from augment.config import RemixConfig
+from pipelines import options as opt
 from pipelines.launch import overrides_from, torchrun_args, torchrun_command
 from pipelines.progress import progress as _progress
 from pipelines.progress import track_lines
+from stemdb.config import IngestConfig
 from stemdb.errors import StemdbError
 
 app = typer.Typer(help="stemdb: turn loose music stems and MUSDB18 into source-separation training data.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, cls=opt.OneLineErrors)
 catalog_app = typer.Typer(help="Inspect the catalogue.", no_args_is_help=True)
 report_app = typer.Typer(help="Dataset statistics reports (HTML + JSON).", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(report_app, name="report")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="data.yaml (default: ./data.yaml if present)")]
-CatalogOpt = Annotated[Path | None, typer.Option("--catalog", help="catalogue folder (default: from data.yaml)")]
+CatalogOpt = Annotated[Path | None, typer.Option("--catalog", help="catalogue folder (default: from data.yaml)",
+                                                 callback=opt.folder_path)]
+OutCatalogOpt = Annotated[Path | None, typer.Option("--catalog", help="catalogue folder (default: from data.yaml)",
+                                                    callback=opt.output_dir)]
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")]
+LAYOUTS = ("stems", "musdb", "multitrack", "medleydb", "moisesdb", "slakh")
 
 
 def _load(config: Path | None):  # noqa: ANN202 - augment.config.ProjectConfig
@@ -68,7 +75,7 @@ def _catalog_dir(config: Path | None, catalog: Path | None) -> Path:
 
 
 def _fail(exc: Exception) -> NoReturn:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    opt.print_error(exc)
     raise typer.Exit(2)
 
 
@@ -88,11 +95,14 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug l
 
 @app.command()
 def ingest(
-    folder: Annotated[Path | None, typer.Argument(help="ingest this one folder (needs --layout) instead of data.yaml's sources")] = None,
-    layout: Annotated[str | None, typer.Option(help="layout of FOLDER: stems | musdb | multitrack | medleydb | moisesdb | slakh")] = None,
+    folder: Annotated[Path | None, typer.Argument(help="ingest this one folder (needs --layout) instead of data.yaml's sources",
+                                                  callback=opt.existing_dir)] = None,
+    layout: Annotated[str | None, typer.Option(help="layout of FOLDER: stems | musdb | multitrack | medleydb | moisesdb | slakh",
+                                               callback=opt.choice(*LAYOUTS))] = None,
     config: ConfigOpt = None,
-    catalog: CatalogOpt = None,
-    workers: Annotated[int | None, typer.Option(help="process-pool size (0 = one per core)")] = None,
+    catalog: OutCatalogOpt = None,
+    workers: Annotated[int | None, typer.Option(help="process-pool size (0 = one per core)",
+                                                callback=opt.field_number(IngestConfig, "workers"))] = None,
     tempo: Annotated[bool | None, typer.Option("--tempo/--no-tempo", help="estimate tempo with librosa")] = None,
     strict: Annotated[bool, typer.Option(help="exit 1 when any file was rejected")] = False,
     origin: Annotated[str | None, typer.Option(
@@ -177,11 +187,13 @@ def catalog_show(stem_id: Annotated[str, typer.Argument(help="a stem_id or a uni
 
 @app.command()
 def remix(
-    out: Annotated[Path, typer.Option("--out", "-o", help="output folder (MUSDB18-HQ layout + recipes.parquet)")],
-    n: Annotated[int, typer.Option("--n", help="number of mixtures")] = 100,
-    seconds: Annotated[float | None, typer.Option(help="mixture length in seconds (default: data.yaml)")] = None,
-    seed: Annotated[int, typer.Option(help="seed: same arguments, same bytes")] = 0,
-    workers: Annotated[int, typer.Option(help="render processes")] = 1,
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder (MUSDB18-HQ layout + recipes.parquet)",
+                                      callback=opt.output_dir)],
+    n: Annotated[int, typer.Option("--n", help="number of mixtures", callback=opt.number(ge=1))] = 100,
+    seconds: Annotated[float | None, typer.Option(help="mixture length in seconds (default: data.yaml)",
+                                                  callback=opt.field_number(RemixConfig, "seconds", unit="seconds"))] = None,
+    seed: Annotated[int, typer.Option(help="seed: same arguments, same bytes", callback=opt.SEED)] = 0,
+    workers: Annotated[int, typer.Option(help="render processes", callback=opt.WORKERS)] = 1,
     config: ConfigOpt = None,
     catalog: CatalogOpt = None,
 ) -> None:
@@ -200,11 +212,12 @@ def remix(
 
 @app.command()
 def evaluate(
-    estimates: Annotated[Path, typer.Option("--estimates", help="EST/<track>/<stem>.wav")],
-    references: Annotated[Path, typer.Option("--references", help="REF/[split/]<track>/<stem>.{wav,flac} or .stem.mp4")],
-    out: Annotated[Path, typer.Option("--out", help="scores.json")] = Path("scores.json"),
+    estimates: Annotated[Path, typer.Option("--estimates", help="EST/<track>/<stem>.wav", callback=opt.existing_dir)],
+    references: Annotated[Path, typer.Option("--references", help="REF/[split/]<track>/<stem>.{wav,flac} or .stem.mp4",
+                                             callback=opt.existing_dir)],
+    out: Annotated[Path, typer.Option("--out", help="scores.json", callback=opt.output_file)] = Path("scores.json"),
     stems: Annotated[list[str] | None, typer.Option("--stem", help="score only these stems (repeatable)")] = None,
-    workers: Annotated[int, typer.Option(help="tracks scored in parallel")] = 1,
+    workers: Annotated[int, typer.Option(help="tracks scored in parallel", callback=opt.WORKERS)] = 1,
 ) -> None:
     """BSSEval v4 SDR, SIR, SAR, ISR (museval, MUSDB18 convention), SI-SDR and level error of a folder of
     estimates; writes JSON."""
@@ -226,8 +239,8 @@ def evaluate(
 
 @report_app.command("catalog")
 def report_catalog(
-    out: Annotated[Path, typer.Option("--out", "-o", help="the HTML page; FILE.json is written beside it")] = Path(
-        "reports/catalog.html"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="the HTML page; FILE.json is written beside it",
+                                      callback=opt.output_file)] = Path("reports/catalog.html"),
     config: ConfigOpt = None,
     catalog: CatalogOpt = None,
 ) -> None:
@@ -245,9 +258,10 @@ def report_catalog(
 
 @report_app.command("remix")
 def report_remix(
-    remix_dir: Annotated[Path, typer.Argument(help="a remix output folder (with recipes.parquet)")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="the HTML page; FILE.json is written beside it")] = Path(
-        "reports/remix.html"),
+    remix_dir: Annotated[Path, typer.Argument(help="a remix output folder (with recipes.parquet)",
+                                              callback=opt.existing_dir)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the HTML page; FILE.json is written beside it",
+                                      callback=opt.output_file)] = Path("reports/remix.html"),
     config: ConfigOpt = None,
     catalog: CatalogOpt = None,
 ) -> None:
@@ -283,7 +297,8 @@ def serve(
 
 @app.command("train", help="Train a bundled model (unet, blstm, convtasnet, ...) on the remix stream.")
 def train(
-    out: Annotated[Path, typer.Option("--out", "-o", help="run folder (checkpoints/, train.csv, train.png)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="run folder (checkpoints/, train.csv, train.png)",
+                                      callback=opt.output_dir)],
     config: ConfigOpt = None,
     model: Annotated[str | None, typer.Option(help="a registered model name (default: train.model)")] = None,
     steps: Annotated[int | None, typer.Option(help="optimizer steps in total (a resume continues to it)")] = None,
@@ -299,15 +314,14 @@ def train(
     checkpoint_every: Annotated[int | None, typer.Option(help="steps between checkpoints")] = None,
     valid_root: Annotated[Path | None, typer.Option(help="MUSDB18-HQ-layout folder for validation SDR")] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="any train.* key: KEY=VALUE (repeatable)")] = None,
-    nproc: Annotated[int, typer.Option(help="processes (DDP through torchrun; GPUs or CPU gloo)")] = 1,
+    nproc: Annotated[int, typer.Option(help="processes (DDP through torchrun; GPUs or CPU gloo)",
+                                       callback=opt.WORKERS)] = 1,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="continue from RUN's newest checkpoint")]
     = True,
     init: Annotated[Path | None, typer.Option("--init", help="start from this run's (or checkpoint file's) "
                                               "weights; optimizer and step count start fresh")] = None,
 ) -> None:
     """Train a separation model on the remix stream (or rendered folders) into a run folder."""
-    if nproc < 1:
-        raise typer.BadParameter(f"--nproc {nproc}: must be >= 1")
     overrides: dict[str, Any] = overrides_from(
         sets, valid_root=valid_root, steps=steps, batch_size=batch_size, accumulate=accumulate, lr=lr,
         precision=precision, device=device, seed=seed, seconds=seconds, num_workers=num_workers,
@@ -333,13 +347,15 @@ def train(
 
 @app.command("separate", help="Separate an audio file into stems with a trained run (or the centre baseline).")
 def separate(
-    file: Annotated[Path, typer.Argument(help="audio file to separate (.wav, .flac, .stem.mp4 ...)")],
+    file: Annotated[Path, typer.Argument(help="audio file to separate (.wav, .flac, .stem.mp4 ...)",
+                                         callback=opt.existing_file)],
     model: Annotated[Path, typer.Option("--model", "-m", help="run folder or checkpoint file, or centre (no "
                                         "training needed)")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="folder for <stem>.wav")],
-    chunk_seconds: Annotated[float | None, typer.Option(help="chunk length (default: the run's crop length)")]
-    = None,
-    overlap: Annotated[float, typer.Option(help="overlap of chunks, fraction of a chunk (crossfaded)")] = 0.25,
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for <stem>.wav", callback=opt.output_dir)],
+    chunk_seconds: Annotated[float | None, typer.Option(help="chunk length (default: the run's crop length)",
+                                                        callback=opt.number(gt=0, le=3600, unit="seconds"))] = None,
+    overlap: Annotated[float, typer.Option(help="overlap of chunks, fraction of a chunk (crossfaded)",
+                                           callback=opt.number(ge=0, lt=1))] = 0.25,
     device: DeviceOpt = "auto",
     precision: Annotated[str, typer.Option(help="fp32 | bf16 | fp16 | auto")] = "fp32",
     subtype: Annotated[str, typer.Option(help="WAV sample format: FLOAT | PCM_16 | PCM_24")] = "FLOAT",
@@ -359,11 +375,12 @@ def separate(
 @app.command("evaluate-run", help="Separate a MUSDB18-layout set with a run and score it.")
 def evaluate_run(
     run: Annotated[Path, typer.Argument(help="run folder or checkpoint file, or centre (no training needed)")],
-    musdb_root: Annotated[Path, typer.Option(help="MUSDB18-HQ-layout references (mixture + stems)")],
-    out: Annotated[Path, typer.Option("--out", help="scores.json")] = Path("scores.json"),
+    musdb_root: Annotated[Path, typer.Option(help="MUSDB18-HQ-layout references (mixture + stems)",
+                                             callback=opt.existing_dir)],
+    out: Annotated[Path, typer.Option("--out", help="scores.json", callback=opt.output_file)] = Path("scores.json"),
     split: Annotated[str | None, typer.Option(help="only tracks under this split folder (e.g. test)")] = None,
     tracks: Annotated[list[str] | None, typer.Option("--track", help="only these tracks (repeatable)")] = None,
-    workers: Annotated[int, typer.Option(help="tracks scored in parallel by museval")] = 1,
+    workers: Annotated[int, typer.Option(help="tracks scored in parallel by museval", callback=opt.WORKERS)] = 1,
     device: DeviceOpt = "auto",
     keep_estimates: Annotated[Path | None, typer.Option(help="keep the separated stems here")] = None,
 ) -> None:

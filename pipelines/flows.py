@@ -258,7 +258,7 @@ def ingest_stems_flow(
     results, errors = _run_mapped(make_task_runner(pcfg), _io_task(measure_batch_task, pcfg), {"jobs": batches},
                                   {"catalog": str(cat.root), "cfg": icfg})
     deleted = mark_deleted(cat, {s.name for s in srcs}, {k for j in jobs for k in j.row_keys()})
-    dups, leaks = finalize(cat, fixed_keys={k for j in todo for k in j.row_keys()})
+    dups, leaks = finalize(cat)
     if icfg.cache == "int16":
         stem_cache.fill(cat.root)
     summary = cat.summary()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import mmap
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -31,7 +30,7 @@ from types import ModuleType
 import numpy as np
 import soundfile as sf
 
-from stemdb.atomic import atomic_open
+from stemdb.atomic import WriteGuard, atomic_open
 from stemdb.audio_facts import AudioInfo, av_info, soundfile_info
 from stemdb.errors import AudioReadError, AudioWriteError, MissingDependencyError
 
@@ -99,7 +98,7 @@ def info(path: str | Path, *, stream: int | None = None) -> AudioInfo:
     try:
         i = sf.info(str(p))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioReadError(p, f"not readable as audio ({exc})") from exc
+        raise AudioReadError(p, _sf_reason(exc)) from exc
     _check_riff_size(p)
     return soundfile_info(p, int(i.samplerate), int(i.channels), int(i.frames), str(i.format), str(i.subtype))
 
@@ -159,7 +158,7 @@ def read(
             data = f.read(frames=n, dtype=dtype, always_2d=True, out=out[:frames] if use else None)
             sr = int(f.samplerate)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioReadError(p, f"decoding failed ({exc})") from exc
+        raise AudioReadError(p, _sf_reason(exc, "decoding failed")) from exc
     return (np.ascontiguousarray(data.T) if channels_first else data), sr
 
 
@@ -184,7 +183,7 @@ def load(path: str | Path, *, stream: int = 0) -> tuple[np.ndarray, AudioInfo]:
             info = soundfile_info(p, int(f.samplerate), int(f.channels), int(f.frames), str(f.format), str(f.subtype))
             data = f.read(dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioReadError(p, f"not readable as audio ({exc})") from exc
+        raise AudioReadError(p, _sf_reason(exc)) from exc
     if data.shape[0] != info.frames:
         raise AudioReadError(p, f"truncated: header says {info.frames} frames, decoded {data.shape[0]}")
     return np.ascontiguousarray(data.T), info
@@ -267,43 +266,25 @@ def write(
         raise AudioWriteError(p, f"audio must be (channels, samples), got shape {audio.shape}")
     fmt = format or _format_for(p)
     frames = np.ascontiguousarray(audio.T)
+    guard: WriteGuard | None = None
     try:
-        with atomic_open(p, "wb") as fh, sf.SoundFile(fh, "w", sample_rate, audio.shape[0], subtype=subtype,
-                                                      format=fmt) as f:
-            for i in range(0, max(frames.shape[0], 1), _WRITE_BLOCK):
-                f.write(frames[i : i + _WRITE_BLOCK])
+        with atomic_open(p, "wb") as fh:
+            guard = WriteGuard(fh)
+            with sf.SoundFile(guard, "w", sample_rate, audio.shape[0], subtype=subtype, format=fmt) as f:
+                for i in range(0, max(frames.shape[0], 1), _WRITE_BLOCK):
+                    f.write(frames[i : i + _WRITE_BLOCK])
+                    guard.check()
+            guard.check()
     except Exception as exc:
-        raise AudioWriteError(p, str(exc)) from exc
+        cause = guard.error if guard is not None and guard.error is not None else exc
+        raise AudioWriteError(p, _why(cause)) from cause
     return p
 
 
-def write_pcm16(path: str | Path, pcm: np.ndarray) -> Path:
-    """Write int16 PCM ``(channels, samples)`` as an uncompressed ``.npy`` of ``(samples, channels)`` (atomic):
-    the layout of the stem cache, which :func:`open_pcm16` maps into memory."""
-    p = Path(path)
-    if pcm.dtype != np.int16 or pcm.ndim != 2:
-        raise AudioWriteError(p, f"PCM must be (channels, samples) int16, got {pcm.dtype} {pcm.shape}")
-    with atomic_open(p, "wb") as fh:
-        np.lib.format.write_array(fh, np.ascontiguousarray(pcm.T), allow_pickle=False)
-    return p
-
-
-def open_pcm16(path: str | Path) -> np.ndarray:
-    """Memory-map a file written by :func:`write_pcm16`: a read-only ``(samples, channels)`` int16 view (pages are
-    read from the page cache on first touch; nothing is copied)."""
-    p = Path(path)
-    try:
-        with open(p, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = header(fh)
-            offset = fh.tell()
-            mm = mmap.mmap(fh.fileno(), 0, prot=mmap.PROT_READ)
-    except (OSError, ValueError) as exc:
-        raise AudioReadError(p, f"not a PCM cache file ({exc})") from exc
-    if dtype != np.int16 or fortran or len(shape) != 2:
-        raise AudioReadError(p, f"not a PCM cache file: {dtype} {shape} fortran={fortran}")
-    return np.frombuffer(mm, dtype=np.int16, count=shape[0] * shape[1], offset=offset).reshape(shape)
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"write failed: {exc.strerror} (errno {exc.errno})"
+    return str(exc) or type(exc).__name__
 
 
 def to_float32(audio: np.ndarray) -> np.ndarray:
@@ -322,6 +303,15 @@ def _as_dtype(audio: np.ndarray, dtype: str) -> np.ndarray:
 def _format_for(p: Path) -> str:
     suffix = p.suffix.lower().lstrip(".")
     return {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "aif": "AIFF", "aiff": "AIFF", "mp3": "MP3"}.get(suffix, "WAV")
+
+
+def _sf_reason(exc: Exception, what: str = "not readable as audio") -> str:
+    """libsndfile's reason without the path (the error names it): for a regular file whose bytes match no format
+    it says "File does not exist or is not a regular file (possibly a pipe?)", which is said here as it is."""
+    why = getattr(exc, "error_string", None) or str(exc)
+    if "does not exist or is not a regular file" in why:
+        why = "not a recognised audio format (the header matches none)"
+    return f"{what} ({why})"
 
 
 def _check_exists(p: Path) -> None:
@@ -408,7 +398,7 @@ def _av_decode(p: Path, streams: list[int] | None, *, stop: int | None) -> tuple
                     parts[k].append(a)
                     got[k] += a.shape[1]
         except (av.error.FFmpegError, OSError, ValueError) as exc:
-            raise AudioReadError(p, f"decoding failed ({exc})") from exc
+            raise AudioReadError(p, _sf_reason(exc, "decoding failed")) from exc
         arrays: dict[int, np.ndarray] = {}
         infos: dict[int, AudioInfo] = {}
         for k, s in chosen.items():

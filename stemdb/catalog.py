@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from stemdb.atomic import atomic_open, fsync_dir, write_text_atomic
+from stemdb.atomic import atomic_open, fsync_dir, remove_temps, write_text_atomic
 from stemdb.errors import CatalogError
 
 #: Version 2 added ``codec``, ``bitrate_kbps`` and ``lossy``; version 3 the quality columns (``bandwidth_hz``,
@@ -103,6 +103,9 @@ REJECTS_SCHEMA = pa.schema(
         ("schema_version", pa.int16()),
     ]
 )
+
+#: Temp files of killed writers older than this (seconds) are removed at compaction (a live writer's are newer).
+STALE_TEMP_S = 600.0
 
 _TABLES = {"stems": STEMS_SCHEMA, "rejects": REJECTS_SCHEMA}
 _TIME_COL = {"stems": "ingested_at", "rejects": "rejected_at"}
@@ -200,9 +203,8 @@ class Catalog:
         need = None
         if columns is not None:
             need = list(dict.fromkeys([*columns, "key", _TIME_COL[name]]))
-        dataset = ds.dataset([str(p) for p in parts], schema=schema, format="parquet")
-        t = dataset.to_table(columns=need, filter=filter)
-        if len(parts) > 1:
+        t, n_parts = _read_parts(self, name, parts, need, filter)
+        if n_parts > 1:
             t = _latest_per_key(t, _TIME_COL[name])
         if columns is not None:
             t = t.select(columns)
@@ -311,7 +313,8 @@ class Catalog:
         return write_parquet_atomic(t, self.root / name / fname)
 
     def compact(self, name: str, *, drop_keys: set[str] | None = None) -> None:
-        """Rewrite a table as one part (latest row per key), then remove the older parts."""
+        """Rewrite a table as one part (latest row per key), then remove the older parts and stale temp files."""
+        remove_temps(self.root / name, older_than_s=STALE_TEMP_S)
         parts = self._parts(name)
         if len(parts) <= 1 and not drop_keys:
             return
@@ -331,6 +334,23 @@ class Catalog:
         data = json.loads(meta.read_text())
         data.setdefault("sources", {}).update(roots)
         write_json_atomic(data, meta)
+
+
+def _read_parts(cat: Catalog, name: str, parts: list[Path], columns: list[str] | None,
+                filter) -> tuple[pa.Table, int]:  # noqa: ANN001
+    """Read the part files (and say how many); when a compaction removed one between listing and reading (a reader
+    beside a writer), list again: the compacted part holds the same rows."""
+    attempt = 0
+    while True:
+        try:
+            dataset = ds.dataset([str(p) for p in parts], schema=_TABLES[name], format="parquet")
+            return dataset.to_table(columns=columns, filter=filter), len(parts)
+        except FileNotFoundError:
+            attempt += 1
+            if attempt >= 5:
+                raise
+            time.sleep(0.05 * attempt)
+            parts = cat._parts(name) or parts
 
 
 def _not_in(t: pa.Table, keys: set[str]) -> pa.Array:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -26,10 +27,21 @@ from stemdb.taxonomy import Taxonomy
 MUSDB_TARGETS: tuple[str, ...] = ("vocals", "drums", "bass", "other")
 #: Kinds stemdb knows out of the box; users may add their own kinds by naming them in ``kinds`` rules.
 DEFAULT_KINDS: tuple[str, ...] = ("vocals", "drums", "bass", "keys", "guitar", "other", "mixture")
+#: What a kind, target or stem name may look like: it becomes a file name (``<target>.wav``), so no separators,
+#: no leading dot or dash, at most 64 characters.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]{0,63}")
+
+
+def safe_names(names: Iterable[str], what: str) -> None:
+    """Raise ValueError naming ``what`` and the first name that is not a :data:`SAFE_NAME` (for validators)."""
+    for name in names:
+        if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
+            raise ValueError(f"{what} {name!r} is not a safe name; allowed: letters, digits, '_', '+', '-' "
+                             "(not first), at most 64 characters")
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # NaN/inf: never a setting
 
 
 class HashSplit(_Frozen):
@@ -68,6 +80,12 @@ class StemsLayout(_Frozen):
     split: Split = "train"
     names: bool = False
 
+    @field_validator("kinds")
+    @classmethod
+    def _kinds(cls, v: dict[str, str]) -> dict[str, str]:
+        safe_names(v.values(), "kind")
+        return v
+
     @field_validator("song")
     @classmethod
     def _song(cls, v: str) -> str:
@@ -85,6 +103,12 @@ class MusdbLayout(_Frozen):
     type: Literal["musdb"] = "musdb"
     validation: bool = True
     stems: tuple[str, ...] = ("mixture", "vocals", "drums", "bass", "other")
+
+    @field_validator("stems")
+    @classmethod
+    def _stems(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        safe_names(v, "stem")
+        return v
 
 
 class _TracksLayout(_Frozen):

@@ -14,7 +14,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +24,9 @@ import pandas as pd
 
 from stemdb import audio as audio_io
 from stemdb import stem_cache
+from stemdb.atomic import folder_lock
 from stemdb.catalog import SCHEMA_VERSION, Catalog
+from stemdb.checks import flag_length_mismatch, leakage, settle_rejects
 from stemdb.config import (
     IngestConfig,
     MedleydbLayout,
@@ -39,6 +41,7 @@ from stemdb.errors import AudioReadError, MissingDependencyError
 from stemdb.measure import measure, warm_up_tempo
 from stemdb.quality.columns import mark_near_duplicates, quality_columns, quality_counts
 from stemdb.scan import FileJob, hash_split, scan_source
+from stemdb.workers import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -240,11 +243,26 @@ def ingest_sources(
 ) -> IngestReport:
     """Ingest every source into the catalogue folder (created when missing) and return what was done.
 
-    Bad files never stop the run: they become rows of the rejects table.
+    Bad files never stop the run: they become rows of the rejects table. One ingest writes a catalogue at a time.
+
+    Raises:
+        BusyError: another ingest is writing the catalogue (its pid is named).
     """
     t0 = time.perf_counter()
     cfg = cfg or IngestConfig()
     sources = list(sources)
+    for src in sources:  # a missing source root fails here, before anything is written
+        if not Path(src.root).is_dir():
+            raise AudioReadError(src.root, f"source {src.name!r}: root folder does not exist")
+    with folder_lock(catalog, "stemdb ingest"):
+        report = _ingest_jobs(sources, catalog, cfg, progress)
+    report.seconds = time.perf_counter() - t0
+    log.debug(report.line())  # the caller prints or publishes the summary: once
+    return report
+
+
+def _ingest_jobs(sources: list[SourceConfig], catalog: str | Path, cfg: IngestConfig,
+                 progress: Callable[[int, int], None] | None) -> IngestReport:
     cat = Catalog.create(catalog)
     cat.set_source_roots({s.name: str(Path(s.root).resolve()) for s in sources})
     report = IngestReport()
@@ -259,14 +277,11 @@ def ingest_sources(
     report.deleted = mark_deleted(
         cat, {s.name for s in sources}, {k for j in all_jobs for k in j.row_keys()}
     )
-    measured_keys = {k for j in todo for k in j.row_keys()}
-    report.duplicates, report.leakage = finalize(cat, fixed_keys=measured_keys)
+    report.duplicates, report.leakage = finalize(cat)
     if cfg.cache == "int16":
         stem_cache.fill(cat.root)  # stems measured before the cache was on; logs the cache's size
     report.unmapped, report.lossy = quality_counts(cat)
     report.summary = cat.summary().line()
-    report.seconds = time.perf_counter() - t0
-    log.debug(report.line())  # the caller prints or publishes the summary: once
     return report
 
 
@@ -298,7 +313,7 @@ def _measure_all(
     else:
         if cfg.tempo:
             warm_up_tempo()  # the workers inherit librosa's compiled kernels (see warm_up_tempo)
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with process_pool(workers) as pool:
             pending: set[Future] = set()
             it = iter(todo)
             for job in it:
@@ -363,12 +378,16 @@ def df_records(df: pd.DataFrame) -> list[dict]:
     return out
 
 
-def finalize(cat: Catalog, *, fixed_keys: set[str] | None = None) -> tuple[int, list[str]]:
-    """Mark duplicates and length mismatches, drop rejects that now measure fine, compact. Returns
-    (number of duplicate rows, songs found in more than one split)."""
+def finalize(cat: Catalog) -> tuple[int, list[str]]:
+    """Settle each key that has both a stem row and a reject row by the newer one (a file that went bad loses its
+    old row; a fixed file leaves the rejects), mark duplicates and length mismatches, compact. Returns (number of
+    duplicate rows, songs found in more than one split)."""
     t = cat.table("stems").to_pandas()
+    stale_rows, fixed_rejects = settle_rejects(cat, t)
+    t = t[~t["key"].isin(stale_rows)]
     if t.empty:
-        cat.compact("rejects")
+        cat.compact("stems", drop_keys=stale_rows)
+        cat.compact("rejects", drop_keys=fixed_rejects)
         return 0, []
     live = t[~t["deleted"]].sort_values("key")
     canonical = live.groupby("stem_id", sort=False)["key"].transform("first")
@@ -376,7 +395,7 @@ def finalize(cat: Catalog, *, fixed_keys: set[str] | None = None) -> tuple[int, 
     mask = canonical != live["key"]
     dup_of.loc[live.index[mask.to_numpy()]] = canonical[mask].to_numpy()
     flags = t["flags"].map(list)
-    _flag_length_mismatch(live, flags)
+    flag_length_mismatch(live, flags)
     near = mark_near_duplicates(live, dup_of, flags)
     changed = (dup_of.fillna("") != t["duplicate_of"].fillna("")) | (
         flags.map(tuple) != t["flags"].map(tuple)
@@ -388,36 +407,12 @@ def finalize(cat: Catalog, *, fixed_keys: set[str] | None = None) -> tuple[int, 
         upd["ingested_at"] = datetime.now(UTC)
         recs = df_records(upd)
         cat.append("stems", recs)
-    cat.compact("stems")
-    cat.compact("rejects", drop_keys=set(live["key"]) & (fixed_keys or set(live["key"])))
-    leaks = _leakage(live)
-    for song in leaks:
-        log.warning(
-            "train/test leakage: song %r appears in splits %s",
-            song,
-            sorted(live.loc[live["song"] == song, "split"].unique()),
-        )
-    return int(mask.sum()) + near, leaks
-
-
-def _flag_length_mismatch(live: pd.DataFrame, flags: pd.Series) -> None:
-    multi = live[live["source"].notna()]
-    for (_src, _song), g in multi.groupby(["source", "song"]):
-        if len(g) < 2 or g["frames"].nunique() == 1:
-            continue
-        for idx in g.index:
-            if "length_mismatch" not in flags[idx]:
-                flags[idx] = [*flags[idx], "length_mismatch"]
-
-
-def _leakage(live: pd.DataFrame) -> list[str]:
-    canon = live[live["duplicate_of"].isna()]
-    by_song = canon.groupby("song")["split"].nunique()
-    songs = set(by_song[by_song > 1].index)
-    by_content = live.groupby("stem_id")["split"].nunique()
-    for sid in by_content[by_content > 1].index:
-        songs.update(live.loc[live["stem_id"] == sid, "song"])
-    return sorted(songs)
+    cat.compact("stems", drop_keys=stale_rows)
+    cat.compact("rejects", drop_keys=fixed_rejects)
+    leaks = leakage(live)
+    for song, why in leaks.items():
+        log.warning("train/test leakage: song %r %s", song, why)
+    return int(mask.sum()) + near, sorted(leaks)
 
 
 def ingest_folder(

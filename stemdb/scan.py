@@ -36,7 +36,8 @@ class FileJob:
     mtime: float
     max_channels: int
     hash_split: tuple[float, float] | None = None  # (valid, test) fractions when split is None
-    error: str | None = None  # known unusable at scan (unmapped track, bad metadata): becomes a reject
+    error: str | None = None  # known unusable at scan (unmapped track, bad metadata, a name that is not UTF-8,
+    # a stem a MUSDB track lacks or an audio file that is none of its stems): becomes a reject
     flags: tuple[str, ...] = ()  # flags the layout gives the row (MedleyDB's has_bleed, instrumental)
     provenance: str | None = None  # JSON: the source tracks of a stem summed from several (stemdb.tracks)
 
@@ -80,10 +81,11 @@ def _job(
         size, mtime = int(st.st_size), float(st.st_mtime)
     except OSError:  # dangling link and the like: the measurement step records the reason
         size, mtime = -1, 0.0
+    rel, error = printable_path(p.relative_to(root).as_posix())
     return FileJob(
         source=src.name,
         root=str(root),
-        path=p.relative_to(root).as_posix(),
+        path=rel,
         kinds=kinds,
         song=song,
         split=split,
@@ -93,7 +95,19 @@ def _job(
         mtime=mtime,
         max_channels=src.max_channels,
         hash_split=hash_split,
+        error=error,
     )
+
+
+def printable_path(rel: str) -> tuple[str, str | None]:
+    """``rel`` as it can be stored (UTF-8), and the problem when it cannot: a name that is not valid UTF-8 (the
+    undecodable bytes shown as ``\\xNN``) can be neither stored nor found again from the catalogue."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return shown, "file name is not valid UTF-8; rename the file"
+    return rel, None
 
 
 @lru_cache(maxsize=1)
@@ -124,10 +138,30 @@ def _scan_musdb(src: SourceConfig, root: Path, layout: MusdbLayout) -> list[File
             elif entry.is_dir():
                 track = entry.name
                 sp = "valid" if split == "train" and track in valid else split
-                for f in sorted(entry.iterdir()):
-                    kind = f.name.split(".")[0].lower()
-                    if kind in layout.stems and (audio_io.is_audio_path(f) or f.is_symlink()):
-                        jobs.append(_job(src, root, f, (kind,), track, sp))
+                jobs.extend(_track_jobs(src, root, entry, layout, track, sp))
+    return jobs
+
+
+def _track_jobs(src: SourceConfig, root: Path, folder: Path, layout: MusdbLayout, track: str,
+                split: str) -> list[FileJob]:
+    """The stems of one track folder; an audio file that is no stem of the layout, and a stem the layout expects
+    but the folder lacks, become jobs with an ``error`` (rejects), so neither goes unnoticed."""
+    jobs, found, suffix = [], set(), ".wav"
+    for f in sorted(folder.iterdir()):
+        kind = f.name.split(".")[0].lower()
+        if not (audio_io.is_audio_path(f) or (f.is_symlink() and kind in layout.stems)):
+            continue
+        job = _job(src, root, f, (kind,), track, split)
+        if kind in layout.stems:
+            found.add(kind)
+            suffix = f.suffix or suffix
+        elif job.error is None:
+            job = replace(job, error=f"not a stem of the musdb layout ({', '.join(layout.stems)}); add "
+                                      f"{kind!r} to the source's layout.stems to ingest it")
+        jobs.append(job)
+    for kind in (k for k in layout.stems if k not in found):
+        job = _job(src, root, folder / f"{kind}{suffix}", (kind,), track, split)
+        jobs.append(replace(job, error=f"missing: the musdb layout expects {kind}{suffix} in every track folder"))
     return jobs
 
 

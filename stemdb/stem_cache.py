@@ -2,8 +2,8 @@
 
 With ``ingest.cache: int16`` in ``data.yaml``, ingest writes every stem whose decoded samples are 16-bit PCM
 (``subtype`` ``PCM_16``: WAV, FLAC, AIFF of 16 bits) to ``<catalog>/cache/int16/<stem_id>.npy``: the samples as
-``(frames, channels)`` int16 in a plain ``.npy`` file (:func:`stemdb.audio.write_pcm16`). The renderer and the
-training stream then read a window as a slice of a memory map (:func:`stemdb.audio.open_pcm16`): no decoder, no
+``(frames, channels)`` int16 in a plain ``.npy`` file (:func:`write_pcm16`). The renderer and the
+training stream then read a window as a slice of a memory map (:func:`open_pcm16`): no decoder, no
 copy, no per-read syscalls once the pages are mapped. The cache holds exactly the file's samples, so a render from
 the cache is bit-identical to one from the file; stems of other formats (24-bit, float, lossy codecs) are not
 cached, because int16 would change them. Files are named by content hash, so duplicates share one, a re-encoded
@@ -14,6 +14,7 @@ minute of stereo 44.1 kHz), reported by :func:`cache_size`.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -21,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from stemdb import audio as audio_io
-from stemdb.errors import AudioReadError
+from stemdb.atomic import atomic_open
+from stemdb.errors import AudioReadError, AudioWriteError
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ def write_stem(catalog: str | Path, stem_id: str, audio: np.ndarray) -> Path:
     path = cache_path(catalog, stem_id)
     if not path.is_file():
         pcm = np.clip(np.rint(audio * np.float32(32768.0)), -32768, 32767).astype(np.int16)
-        audio_io.write_pcm16(path, pcm)
+        write_pcm16(path, pcm)
     return path
 
 
@@ -115,7 +117,7 @@ class MappedStems:
         """The ``(frames, channels)`` int16 map of a cache file."""
         m = self._maps.get(path)
         if m is None:
-            m = audio_io.open_pcm16(path)
+            m = open_pcm16(path)
             self._maps[path] = m
             if len(self._maps) > self.capacity:
                 self._maps.popitem(last=False)
@@ -127,5 +129,32 @@ class MappedStems:
         return {"capacity": self.capacity, "_maps": OrderedDict()}  # maps are per process
 
 
+def write_pcm16(path: str | Path, pcm: np.ndarray) -> Path:
+    """Write int16 PCM ``(channels, samples)`` as an uncompressed ``.npy`` of ``(samples, channels)`` (atomic):
+    the layout of the stem cache, which :func:`open_pcm16` maps into memory."""
+    p = Path(path)
+    if pcm.dtype != np.int16 or pcm.ndim != 2:
+        raise AudioWriteError(p, f"PCM must be (channels, samples) int16, got {pcm.dtype} {pcm.shape}")
+    with atomic_open(p, "wb") as fh:
+        np.lib.format.write_array(fh, np.ascontiguousarray(pcm.T), allow_pickle=False)
+    return p
+
+
+def open_pcm16(path: str | Path) -> np.ndarray:
+    """Memory-map a file written by :func:`write_pcm16`: a read-only ``(samples, channels)`` int16 view (pages are
+    read from the page cache on first touch; nothing is copied)."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = header(fh)
+            offset = fh.tell()
+            mm = mmap.mmap(fh.fileno(), 0, prot=mmap.PROT_READ)
+    except (OSError, ValueError) as exc:
+        raise AudioReadError(p, f"not a PCM cache file ({exc})") from exc
+    if dtype != np.int16 or fortran or len(shape) != 2:
+        raise AudioReadError(p, f"not a PCM cache file: {dtype} {shape} fortran={fortran}")
+    return np.frombuffer(mm, dtype=np.int16, count=shape[0] * shape[1], offset=offset).reshape(shape)
 __all__ = ["CACHEABLE_SUBTYPES", "CACHE_DIR", "MappedStems", "cache_dir", "cache_path", "cache_size", "cacheable",
-           "cached_ids", "fill", "keep", "write_stem"]
+           "cached_ids", "fill", "keep", "open_pcm16", "write_pcm16", "write_stem"]

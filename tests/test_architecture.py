@@ -181,6 +181,7 @@ def test_help_and_catalog_summary_import_no_torch(fixture_catalog: Path) -> None
 
 def test_the_torch_check_sees_a_command_that_imports_torch(tmp_path: Path) -> None:
     """The same probe on a command that needs torch reports it (the check above can fail)."""
+    (tmp_path / "none.wav").write_bytes(b"not audio")  # exists, so the option check lets the command start
     _code, _out, heavy = _run_cli("separate", str(tmp_path / "none.wav"), "--model", str(tmp_path / "run"),
                                   "--out", str(tmp_path / "o"))
     assert "torch" in heavy

@@ -33,9 +33,10 @@ GOLDEN = Path(__file__).parent / "golden" / "remix-n40-s4-seed7.md5"
 
 
 def digests(folder: Path) -> dict[str, str]:
-    """``{relative path: md5}`` of every file under ``folder``."""
+    """``{relative path: md5}`` of every file under ``folder`` but the writer's lock and build marker (``.lock``
+    holds the writer's pid; ``.remix.json`` says which build owns the folder): neither is part of the set."""
     return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in (".lock", ".remix.json")}
 
 
 def recorded() -> dict[str, str]:

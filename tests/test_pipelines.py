@@ -42,9 +42,10 @@ def write_config(path: Path, pipelines: dict | None = None, **sections: object) 
 
 
 def tree(out: Path) -> dict[str, str]:
-    """Relative path -> sha256 of every file under ``out`` (mixture folders, parts, recipes.parquet)."""
+    """Relative path -> sha256 of every file under ``out`` (mixture folders, parts, recipes.parquet); the lock and
+    build marker that ``build_remix`` keeps (the flow takes no lock) are not part of the set."""
     return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(out.rglob("*")) if p.is_file()}
+            for p in sorted(out.rglob("*")) if p.is_file() and p.name not in (".lock", ".remix.json")}
 
 
 @pytest.fixture(scope="module")

@@ -101,7 +101,7 @@ def test_stem_cache_renders_the_same_bits_and_reports_its_size(fixture_catalog: 
     src = table[sid]
     want, _ = audio.read(src.path, dtype="int16", channels_first=False,
                          stream=None if src.stream < 0 else src.stream)
-    assert np.array_equal(audio.open_pcm16(src.cache), want)
+    assert np.array_equal(stem_cache.open_pcm16(src.cache), want)
 
 
 def test_ingest_with_cache_int16_writes_every_16_bit_stem(tmp_path: Path) -> None:

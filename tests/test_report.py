@@ -116,7 +116,7 @@ def messy_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(STEMS / "vocals" / "csd_en001b.wav", root / "stems" / "vocals" / "take_copy.wav")
     (root / "stems" / "bass" / "noise.wav").write_bytes(np.random.default_rng(0).bytes(3000))
     (root / "stems" / "bass" / "header_only.wav").write_bytes(b"RIFF")
-    ingest_sources([SourceConfig(name="m", root=root / "musdb", layout=MusdbLayout()),
+    ingest_sources([SourceConfig(name="m", root=root / "musdb", layout=MusdbLayout(stems=("mixture", "vocals", "bass"))),
                     SourceConfig(name="s", root=root / "stems", layout=StemsLayout(), licence="CC BY 4.0")],
                    root / "catalog", cfg=IngestConfig(tempo=False, workers=1))
     return root / "catalog"

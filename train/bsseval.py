@@ -196,6 +196,27 @@ def score_track(
     return out
 
 
+#: How far (seconds) an estimate's length may be from its reference's: padded or cut within it, an error beyond
+#: it (a frame of padding from an STFT model passes; a half-length estimate, which would score higher, does not).
+LENGTH_TOLERANCE_S = 0.1
+
+
+def estimate_problem(est: np.ndarray, ref_frames: int, sample_rate: int) -> str | None:
+    """Why an estimate ``(C, T)`` cannot be scored against a reference of ``ref_frames`` frames, or ``None``:
+    NaN/inf samples, or a length more than :data:`LENGTH_TOLERANCE_S` away (a smaller gap is logged)."""
+    bad = est.size - int(np.isfinite(est).sum())
+    if bad:
+        return f"{bad} non-finite samples (NaN or inf); allowed: finite samples only"
+    gap = abs(est.shape[-1] - ref_frames)
+    if gap > LENGTH_TOLERANCE_S * sample_rate:
+        return (f"{est.shape[-1]} frames, the reference has {ref_frames} ({gap / sample_rate:.3f} s apart); "
+                f"allowed: within {LENGTH_TOLERANCE_S} s")
+    if gap:
+        logger.warning("estimate of %d frames, the reference has %d: padded or cut to match", est.shape[-1],
+                       ref_frames)
+    return None
+
+
 def _aligned(
     references: Mapping[str, np.ndarray], estimates: Mapping[str, np.ndarray], sample_rate: int
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -217,6 +238,9 @@ def _aligned(
             )
         if r.shape[0] != e.shape[0]:
             raise ValueError(f"{stem}: estimate has {e.shape[0]} channel(s), reference {r.shape[0]}")
+        if not (np.isfinite(r).all() and np.isfinite(e).all()):
+            raise ValueError(f"{stem}: non-finite samples (NaN or inf) in the reference or the estimate; allowed: "
+                             "finite samples only")
     channels = {r.shape[0] for r in refs.values()}
     if len(channels) > 1:
         raise ValueError(f"references have different channel counts {sorted(channels)}; allowed: one count")

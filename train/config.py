@@ -21,7 +21,7 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # NaN/inf: never a setting
 
 
 class ValidConfig(_Frozen):

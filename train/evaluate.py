@@ -19,7 +19,6 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +26,10 @@ from typing import Any
 import numpy as np
 
 from stemdb import audio
-from stemdb.errors import StemdbError
+from stemdb.errors import PathError, StemdbError
 from stemdb.shaping import fit_length
-from train.bsseval import TrackScores, score_track
+from stemdb.workers import process_pool
+from train.bsseval import TrackScores, estimate_problem, score_track
 from train.scores import (
     MIXTURE,
     MUSDB_STEM_ORDER,
@@ -58,13 +58,8 @@ class EvaluationError(StemdbError, ValueError):
     """Estimates and references cannot be scored together (sample rate, channels, missing track or reference)."""
 
 
-class MissingEstimateError(StemdbError, FileNotFoundError):
+class MissingEstimateError(PathError, FileNotFoundError):
     """An estimate file the evaluation needs does not exist; ``path`` names the file that was expected."""
-
-    def __init__(self, path: str | Path, reason: str = "estimate file missing") -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -324,7 +319,7 @@ def score_jobs(jobs: Sequence[TrackJob], *, workers: int = 1,
     else:
         ctx = multiprocessing.get_context("spawn")  # safe with torch/OpenMP threads in the parent
         threads = max(1, (os.cpu_count() or 1) // procs)  # BLAS threads per worker: the cores, shared out
-        with ProcessPoolExecutor(max_workers=procs, mp_context=ctx, max_tasks_per_child=4) as pool:
+        with process_pool(procs, mp_context=ctx, max_tasks_per_child=4) as pool:
             futures = [pool.submit(_score_group_limited, batch, threads) for batch in batches]
             for idx, fut in zip(groups.values(), futures, strict=True):
                 finished(idx, fut.result())
@@ -369,6 +364,8 @@ def _estimates(job: TrackJob, refs: dict[str, np.ndarray], sr: int) -> dict[str,
         if est.shape[0] != refs[stem].shape[0]:
             raise EvaluationError(f"{path}: {est.shape[0]} channel(s), the reference of {stem!r} has "
                                   f"{refs[stem].shape[0]}")
+        if why := estimate_problem(est, refs[stem].shape[1], sr):  # NaN/inf, or a length padding would hide
+            raise EvaluationError(f"{path}: {why}")
         ests[stem] = est
     return ests
 
