@@ -27,7 +27,7 @@ from train.losses import (
     smooth_l1_spec,
     weighted_l1_spec,
 )
-from train.models import build_model, model_names, scale_init_
+from train.models import build_model, model_class, model_names, scale_init_
 from train.models.spectral import SpectralMaskModel, apply_mixture_phase, istft, num_frames, stft
 
 ROCK = Path(__file__).parent / "data" / "musdb" / "train" / "Music Delta - Rock"
@@ -64,7 +64,8 @@ STEMS = ("vocals", "drums", "bass", "other")
 
 
 def tiny(name: str, *, targets=("vocals", "drums"), channels: int = 2, seed: int = 0, **kw):
-    return build_model(name, targets=targets, channels=channels, sample_rate=SR, seed=seed, **{**TINY[name], **kw})
+    small = TINY[name] if name in TINY else model_class(name).TINY  # models added later declare their own
+    return build_model(name, targets=targets, channels=channels, sample_rate=SR, seed=seed, **{**small, **kw})
 
 
 # ---------------------------------------------------------------------------------------------------- contract

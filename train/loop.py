@@ -82,6 +82,9 @@ logger = logging.getLogger(__name__)
 
 #: The loss each model trains with unless ``train.loss`` says otherwise.
 DEFAULT_LOSS: dict[str, str] = {"unet": "l1_spec", "blstm": "mse_spec", "convtasnet": "l1_wave"}
+DEFAULT_LOSS["cunet"] = "l1_spec"
+DEFAULT_LOSS["lasaft"] = "l1_wave"
+DEFAULT_LOSS["d3net"] = "mse_spec"
 #: Validation crops whose reference is quieter than this (RMS, dBFS) are not scored (instrumental vocals, rests).
 SILENT_REFERENCE_DBFS: float = -60.0
 CSV_NAME = "train.csv"

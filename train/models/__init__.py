@@ -40,6 +40,9 @@ MODELS: dict[str, tuple[str, str]] = {
     "unet": ("train.models.unet", "UNet"),
     "blstm": ("train.models.blstm", "BLSTM"),
     "convtasnet": ("train.models.convtasnet", "ConvTasNet"),
+    "cunet": ("train.models.cunet", "CUNet"),
+    "lasaft": ("train.models.lasaft", "LaSAFT"),
+    "d3net": ("train.models.d3net", "D3Net"),
 }
 
 
