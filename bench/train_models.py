@@ -59,7 +59,8 @@ from train.models import build_model, model_names  # noqa: E402
 TARGETS = ("vocals", "drums", "bass", "other")
 SR = 44100
 #: (batch, seconds) per model on CUDA: the reference settings; a model not named here trains 4 x 6 s.
-REALISTIC = {"unet": (4, 11.9), "blstm": (64, 6.0), "convtasnet": (4, 6.0)}
+REALISTIC = {"unet": (4, 11.9), "blstm": (64, 6.0), "convtasnet": (4, 6.0),
+             "cunet": (4, 11.9), "lasaft": (4, 3.0), "d3net": (6, 6.0)}
 DEFAULT_REALISTIC = (4, 6.0)
 POOL = ROOT.parent / "shared" / "data" / "train-pool"  # beside the checkout
 HOLDOUT = ("Music Delta - Hendrix", "Music Delta - Rock")  # not among the fixture stems' source songs

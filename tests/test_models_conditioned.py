@@ -372,7 +372,7 @@ def test_short_training_lowers_held_out_validation_loss(name):
                       tracks=("Music Delta - Zeppelin",))
     test = load_crops(MUSDB / "test", stems=STEMS, channels=2, sample_rate=SR, seconds=2.0)
     valid_mix, valid_stems = torch.cat([held.mixture, test.mixture]), torch.cat([held.targets, test.targets])
-    model = tiny(name, **({"dropout": 0.0, "control_dropout": 0.0} if name == "cunet" else {}))
+    model = tiny(name, **OVERFIT[NAMES.index(name)][1])  # the overfitting configurations
     loss_fn = get_loss(model.default_loss)
     spectral = loss_domain(model.default_loss) == "spec"
 

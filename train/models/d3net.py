@@ -294,8 +294,8 @@ class D3Net(SpectralMaskModel):
             targets=targets, channels=channels, sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length
         )
         self.max_bin = check_max_bin(check_int("max_bin", max_bin, minimum=2), bins=self.bins, n_fft=n_fft)
-        split = [] if isinstance(band_split, Sequence) and len(band_split) == 0 else _int_list("band_split",
-                                                                                               band_split)
+        no_split = isinstance(band_split, Sequence) and not isinstance(band_split, str) and len(band_split) == 0
+        split = [] if no_split else _int_list("band_split", band_split)
         edges = [0, *split, self.max_bin]
         if any(a >= b for a, b in zip(edges[:-1], edges[1:], strict=True)):
             raise ValueError(f"band_split must increase strictly inside (0, max_bin={self.max_bin}), got {split}")
