@@ -1,11 +1,13 @@
 # The two commands of the README: `make demo` (install, then the main job on the bundled fixtures)
-# and `make test` (install, then the test suite). Both are safe to rerun.
+# and `make test` (install, then the test suite). Both are safe to rerun. stemdb needs no system package (audio is
+# decoded in-process: no ffmpeg); `make install` also installs Chromium for the tests' browser checks when it is
+# missing (as root on Debian/Ubuntu; otherwise it prints the command, and those tests skip).
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 OUT     ?= work/demo
 
-.PHONY: install demo test test-all lint clean gpu-kit
+.PHONY: install system-packages demo test test-all lint clean gpu-kit
 
 $(BIN)/stemdb: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,7 +17,10 @@ $(BIN)/stemdb: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(BIN)/stemdb
 
-install: $(BIN)/stemdb
+install: $(BIN)/stemdb system-packages
+
+system-packages:
+	@.ci/system-packages
 
 demo: install
 	$(BIN)/python -m pipelines.demo --out $(OUT)

@@ -16,9 +16,9 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from augment.transforms import RECORD_FIELDS, neutral_record
+from augment.chain import RECORD_FIELDS, neutral_record
 
-#: Per-stem planning columns (besides the transform columns of augment.transforms.RECORD_FIELDS).
+#: Per-stem planning columns (besides the transform columns of augment.chain.RECORD_FIELDS).
 STEM_FIELDS: tuple[str, ...] = ("stem_id", "kind", "song", "offset_s", "loop", "rel_lufs", "level_db")
 
 
@@ -29,7 +29,7 @@ class StemPlan:
     ``stem_id`` None means a silent target. ``offset_s``: window start in the source file (seconds);
     ``level_db``: calibrated level gain (dB); ``rel_lufs``: planned level relative to the mixture (LU);
     ``augment``: the transform columns (``pitch_semitones``, ``stretch_rate``, ``channel_swap``, ``polarity``,
-    ``gain_db``, ``filter_*``, ``loudness_*``) as :meth:`augment.transforms.StemAugment.to_record` writes them.
+    ``gain_db``, ``filter_*``, ``loudness_*``) as :meth:`augment.chain.StemAugment.to_record` writes them.
     """
 
     target: str

@@ -1,43 +1,31 @@
-"""The renderer: recipe -> stems and mixture in memory, and the writer of MUSDB18-HQ-layout sets.
+"""The renderer: recipe + catalogue audio -> stems and mixture in memory. Pure: it writes nothing.
 
 ``render_recipe`` is a pure function of a recipe and the catalogue's audio: windowed reads (only the window is
-decoded), channel conversion, resampling with soxr when the source rate differs, the target's augmentation chain,
-the calibrated level, a common clip-prevention scale, and quantisation to the output's sample grid (16-bit by
-default) *before* the sum, so that ``mixture == sum(stems)`` holds exactly in memory and in the written files.
-
-``build_remix`` plans ``n`` recipes, renders them in chunks (a process pool over chunks), writes each mixture folder
-atomically (temp folder + rename; a folder's name carries the recipe's hash, so a stale folder is never trusted),
-records each finished chunk in ``<out>/.parts/``, and writes ``<out>/recipes.parquet`` last. An interrupted build
-resumes from its finished chunks; a rerun with the same arguments renders nothing.
+decoded), channel fitting and resampling (:mod:`stemdb.shaping`: one rule for every layer), the target's
+augmentation chain, the calibrated level, a common clip-prevention scale, and quantisation to the output's sample
+grid (16-bit by default) *before* the sum, so that ``mixture == sum(stems)`` holds exactly in memory and in the
+written files. The MUSDB18-HQ writer is :mod:`augment.writer`; building a whole set is :mod:`augment.build`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
-import shutil
-import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import soxr
 
-from augment.recipe import Recipe, StemPlan, recipes_table
-from augment.remix import build_pool, chain_for, plan_recipes
+from augment.config import RemixConfig
+from augment.recipe import Recipe, StemPlan
+from augment.remix import chain_for
 from augment.transforms import StretchParams, TimeStretch
 from stemdb import audio as audio_io
-from stemdb.catalog import Catalog, write_parquet_atomic
-from stemdb.config import RemixConfig
+from stemdb.catalog import Catalog
 from stemdb.errors import CatalogError
 from stemdb.measure import integrated_loudness
+from stemdb.shaping import channel_source, fit_channels, fit_length, resample
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +76,13 @@ def read_window(src: StemSource, offset_s: float, frames_out: int, sample_rate: 
                 loop: bool) -> np.ndarray:
     """Read ``frames_out`` frames at ``sample_rate`` starting ``offset_s`` into the stem, as ``(channels, frames_out)``.
 
-    Reads only the window (plus a few samples of resampler margin), converts channels (mono -> both channels;
-    stereo -> mean for mono output), resamples with soxr, pads with zeros or loops past the end.
+    Reads only the window (plus a few samples of resampler margin), fits the channels
+    (:func:`stemdb.shaping.fit_channels`), resamples with soxr, pads with zeros or loops past the end.
     """
     need = int(math.ceil(frames_out * src.sample_rate / sample_rate))
     a = _read_span(src, offset_s, need, loop=loop, dtype="float32", channels_first=True)
-    a = _to_channels(a, channels)
-    if src.sample_rate != sample_rate:
-        a = np.ascontiguousarray(soxr.resample(a.T, src.sample_rate, sample_rate, quality="HQ").T, dtype=np.float32)
-    return _fit(a, frames_out)
+    a = resample(fit_channels(a, channels), src.sample_rate, sample_rate)
+    return fit_length(a, frames_out)
 
 
 def _read_span(src: StemSource, offset_s: float, frames: int, *, loop: bool, dtype: str,
@@ -116,26 +102,6 @@ def _read_span(src: StemSource, offset_s: float, frames: int, *, loop: bool, dty
         a = np.concatenate([a, *([whole] * reps)], axis=axis)
         a = a[:, :frames] if channels_first else a[:frames]
     return a
-
-
-def _to_channels(a: np.ndarray, channels: int) -> np.ndarray:
-    if a.shape[0] == channels:
-        return a
-    if a.shape[0] == 1:
-        return np.repeat(a, channels, axis=0)
-    if channels == 1:
-        return a.mean(axis=0, keepdims=True, dtype=np.float32)
-    return a[:channels]
-
-
-def _fit(a: np.ndarray, frames: int) -> np.ndarray:
-    if a.shape[1] == frames:
-        return a
-    if a.shape[1] > frames:
-        return np.ascontiguousarray(a[:, :frames])
-    out = np.zeros((a.shape[0], frames), dtype=np.float32)
-    out[:, : a.shape[1]] = a
-    return out
 
 
 #: Transforms whose effect is a scalar gain and/or a channel flip: rendered by the fast path.
@@ -168,7 +134,7 @@ def render_stem(plan: StemPlan, recipe: Recipe, table: StemTable, cfg: RemixConf
         x = chain.apply(x, recipe.sample_rate, params)
     if rate != 1.0 and "stretch" not in chain.names:  # a stretch planned by tempo-aware mixing
         x = _STRETCH.apply(x, recipe.sample_rate, StretchParams(stretch_rate=rate))
-    x = _fit(np.asarray(x, dtype=np.float32), n)
+    x = fit_length(np.asarray(x, dtype=np.float32), n)
     np.multiply(x, np.float32(10.0 ** (plan.level_db / 20.0)), out=dst)
     return dst
 
@@ -195,7 +161,8 @@ def _render_linear(dst: np.ndarray, plan: StemPlan, src: StemSource, recipe: Rec
     factor = np.float32(scale / 32768.0 if as_int else scale)
     m = a.shape[0]  # (frames, channels): channels are read as strided views, no transposing copy
     c_in, c_out = a.shape[1], dst.shape[0]
-    if c_in > c_out and c_out == 1:  # several channels to mono: their mean, scaled (strided adds, no reduce)
+    sources = channel_source(c_in, c_out)  # the channel rule of stemdb.shaping, channel by channel
+    if sources is None:  # several channels to mono: their mean, scaled (strided adds, no reduce)
         acc = dst[0, :m]
         np.add(a[:, 0], a[:, 1], out=acc, dtype=np.float32, casting="unsafe")
         for c in range(2, c_in):
@@ -204,8 +171,7 @@ def _render_linear(dst: np.ndarray, plan: StemPlan, src: StemSource, recipe: Rec
     else:
         for c in range(c_out):
             row = c_out - 1 - c if swap and c_out == 2 else c
-            np.multiply(a[:, c if c_in == c_out else 0], factor, out=dst[row, :m], dtype=np.float32,
-                        casting="unsafe")
+            np.multiply(a[:, sources[c]], factor, out=dst[row, :m], dtype=np.float32, casting="unsafe")
     if m < n:
         dst[:, m:] = 0.0
 
@@ -291,159 +257,3 @@ def measure_recipe(recipe: Recipe, rendered: Rendered) -> Recipe:
         mix_peak_dbfs=20.0 * math.log10(peak) if peak > 0 else float("-inf"),
         clip_scale_db=rendered.clip_scale_db,
     )
-
-
-def write_mixture(out: Path, recipe: Recipe, rendered: Rendered) -> Path:
-    """Write ``out/<split>/<mix_id>/{mixture,<targets>}.wav`` atomically (temp folder, then rename)."""
-    final = out / recipe.split / recipe.mix_id
-    if final.is_dir():
-        return final
-    tmp = out / recipe.split / f".tmp-{recipe.mix_id}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    audio_io.write(tmp / "mixture.wav", rendered.mixture, recipe.sample_rate, subtype=recipe.subtype)
-    for name, s in zip(recipe.targets, rendered.stems, strict=True):
-        audio_io.write(tmp / f"{name}.wav", s, recipe.sample_rate, subtype=recipe.subtype)
-    try:
-        os.rename(tmp, final)
-    except OSError:  # a concurrent writer finished first: same recipe, same bytes
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-
-def is_complete(out: Path, recipe: Recipe) -> bool:
-    d = out / recipe.split / recipe.mix_id
-    return all((d / f"{n}.wav").is_file() for n in ("mixture", *recipe.targets))
-
-
-# --------------------------------------------------------------------------------------------------------------
-# building a set
-
-
-@dataclass
-class RemixSummary:
-    """What a build did."""
-
-    out: str
-    mixtures: int
-    rendered: int
-    skipped: int
-    hours: float
-    seconds: float
-
-    @property
-    def realtime_factor(self) -> float:
-        return self.hours * 3600.0 / self.seconds if self.seconds > 0 else float("inf")
-
-    def line(self) -> str:
-        return (f"remix: {self.mixtures} mixtures ({self.rendered} rendered, {self.skipped} already there), "
-                f"{self.hours:.3f} h of audio in {self.seconds:.1f} s ({self.realtime_factor:.0f}x real time) -> "
-                f"{self.out}")
-
-
-def chunk_name(chunk: Sequence[Recipe]) -> str:
-    import hashlib
-
-    h = hashlib.blake2b("".join(r.mix_id for r in chunk).encode(), digest_size=6).hexdigest()
-    return f"chunk-{chunk[0].index:07d}-{h}.parquet"
-
-
-def render_chunk(chunk: Sequence[Recipe], catalog: str | Path, out: str | Path, cfg: RemixConfig, *,
-                 table: StemTable | None = None) -> int:
-    """Render and write one chunk of recipes; record it in ``out/.parts``. Returns how many were rendered.
-
-    A chunk whose part file exists and whose folders are all present is skipped (0).
-    """
-    out = Path(out)
-    part = out / ".parts" / chunk_name(chunk)
-    if part.is_file() and all(is_complete(out, r) for r in chunk):
-        return 0
-    table = table or _table(str(catalog), _parts_signature(Path(catalog)))
-    done = []
-    buf = mix_buf = None
-    for r in chunk:
-        rendered = render_recipe(r, table, cfg, out=buf, mix_out=mix_buf)
-        buf, mix_buf = rendered.stems, rendered.mixture
-        measured = measure_recipe(r, rendered)
-        write_mixture(out, r, rendered)
-        done.append(measured)
-    write_parquet_atomic(recipes_table(done), part)
-    return len(done)
-
-
-@lru_cache(maxsize=4)
-def _table(catalog: str, parts: tuple[str, ...]) -> StemTable:  # noqa: ARG001 - ``parts`` keys the cache
-    return StemTable.from_catalog(catalog)
-
-
-def _parts_signature(catalog: Path) -> tuple[str, ...]:
-    """Names of the catalogue's stems part files: they change on every write, so a cached table is never stale."""
-    return tuple(sorted(p.name for p in (catalog / "stems").glob("part-*.parquet")))
-
-
-def _render_chunk_job(args: tuple) -> int:  # process-pool entry point
-    chunk, catalog, out, cfg = args
-    return render_chunk(chunk, catalog, out, cfg)
-
-
-def build_remix(
-    catalog: str | Path,
-    out: str | Path,
-    *,
-    n: int,
-    seed: int,
-    cfg: RemixConfig,
-    seconds: float | None = None,
-    workers: int = 1,
-    chunk_size: int = 25,
-    progress: Callable[[int, int], None] | None = None,
-) -> RemixSummary:
-    """Plan and render ``n`` mixtures into ``out`` (MUSDB18-HQ layout + ``recipes.parquet``). Idempotent."""
-    t0 = time.perf_counter()
-    out = Path(out)
-    recipes = plan_recipes(catalog, n=n, seed=seed, cfg=cfg, seconds=seconds, pool=build_pool(catalog, cfg))
-    chunks = [recipes[i : i + chunk_size] for i in range(0, len(recipes), chunk_size)]
-    rendered = 0
-    if workers <= 1:
-        for k, c in enumerate(chunks):
-            rendered += render_chunk(c, catalog, out, cfg)
-            if progress:
-                progress(k + 1, len(chunks))
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            jobs = [(c, str(catalog), str(out), cfg) for c in chunks]
-            for k, r in enumerate(pool.map(_render_chunk_job, jobs)):
-                rendered += r
-                if progress:
-                    progress(k + 1, len(chunks))
-    finish_remix(out, recipes, chunk_size=chunk_size)
-    secs = time.perf_counter() - t0
-    hours = sum(r.duration_s for r in recipes) / 3600.0
-    summary = RemixSummary(str(out), len(recipes), rendered, len(recipes) - rendered, hours, secs)
-    log.info(summary.line())
-    return summary
-
-
-def finish_remix(out: Path, recipes: Sequence[Recipe], *, chunk_size: int) -> Path:
-    """Collect the chunk parts into ``recipes.parquet`` (atomic) and remove stale folders and parts."""
-    chunks = [recipes[i : i + chunk_size] for i in range(0, len(recipes), chunk_size)]
-    names = [chunk_name(c) for c in chunks]
-    tables = [pa.Table.from_pandas(pd.read_parquet(out / ".parts" / nme), preserve_index=False) for nme in names]
-    table = pa.concat_tables(tables, promote_options="default") if tables else recipes_table([])
-    path = write_parquet_atomic(table, out / "recipes.parquet")
-    keep_parts = set(names)
-    for p in (out / ".parts").glob("chunk-*.parquet"):
-        if p.name not in keep_parts:
-            p.unlink()
-    keep = {(r.split, r.mix_id) for r in recipes}
-    for split_dir in (d for d in out.iterdir() if d.is_dir() and not d.name.startswith(".")):
-        for d in split_dir.iterdir():
-            if d.is_dir() and (d.name.startswith("mix-") or d.name.startswith(".tmp-")) and \
-                    (split_dir.name, d.name) not in keep:
-                log.info("removing stale mixture folder %s", d)
-                shutil.rmtree(d, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        for split_dir in out.iterdir():
-            if split_dir.is_dir() and not split_dir.name.startswith(".") and not any(split_dir.iterdir()):
-                split_dir.rmdir()
-    return path

@@ -1,6 +1,6 @@
 """Ingest throughput vs decode-only, RSS vs corpus size, and a 1,000,000-row catalogue query.
 
-Run: .venv/bin/python bench/ingest.py [--hours 1 --big-hours 4 --workdir /tmp/stemdb-bench]
+Run: .venv/bin/python bench/ingest.py [--hours 1 --big-hours 4 --rows 1000000] (--smoke: a small corpus, seconds)
 
 (a) decode-only: soundfile reads every file of the corpus, one process;
 (b) full ingest (no tempo) of the same corpus with one worker process (per-core comparison), then with two;
@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -110,24 +112,31 @@ def million_rows(cat: Path, n: int = 1_000_000) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hours", type=float, default=1.0)
     ap.add_argument("--big-hours", type=float, default=4.0)
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/stemdb-bench-ingest"))
-    args = ap.parse_args()
-    w = args.workdir
+    ap.add_argument("--rows", type=int, default=1_000_000, help="rows of the synthetic catalogue query")
+    ap.add_argument("--workdir", type=Path, default=None, help="default: a fresh temporary folder")
+    ap.add_argument("--smoke", action="store_true", help="36 s of audio, no big corpus, 10,000 rows")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.hours, args.big_hours, args.rows = 0.01, 0.0, 10_000
+    w = args.workdir or Path(tempfile.mkdtemp(prefix="stemdb-bench-ingest-"))
     shutil.rmtree(w, ignore_errors=True)
+    two_workers = min(2, os.cpu_count() or 1)
+    if two_workers < 2:
+        print("note: 1 core: the 2-worker ingest runs with 1 worker")
     secs = build_corpus(w / "corpus1", args.hours)
     print(f"corpus: {secs / 3600:.2f} h of 44.1 kHz PCM_16 WAV")
     decode_only(w / "corpus1")  # warm the page cache
     t_dec = decode_only(w / "corpus1")
     one = ingest_child(w / "corpus1", w / "cat1", 1)
-    two = ingest_child(w / "corpus1", w / "cat1", 2)
+    two = ingest_child(w / "corpus1", w / "cat1", two_workers)
     print(f"decode-only (soundfile, 1 process): {t_dec:.2f} s = {secs / t_dec:,.0f}x real time")
     print(f"ingest, 1 worker:  {one['seconds']:.2f} s = {secs / one['seconds']:,.0f}x real time, "
           f"peak RSS {one['rss_mb']:.0f} MB")
-    print(f"ingest, 2 workers: {two['seconds']:.2f} s = {secs / two['seconds']:,.0f}x real time")
+    print(f"ingest, {two_workers} workers: {two['seconds']:.2f} s = {secs / two['seconds']:,.0f}x real time")
     if args.big_hours > 0:
         big = build_corpus(w / "corpus4", args.big_hours)
         decode_only(w / "corpus4")
@@ -138,12 +147,13 @@ def main() -> None:
         print(f"peak RSS: {args.hours:g} h corpus {one['rss_mb']:.0f} MB, {big / 3600:.1f} h corpus "
               f"{four['rss_mb']:.0f} MB (ratio {four['rss_mb'] / one['rss_mb']:.2f})")
         shutil.rmtree(w / "corpus4", ignore_errors=True)
-    q = million_rows(w / "cat1m")
-    print(f"1,000,000-row catalogue: open + filter kind=vocals split=test -> {q['rows']:,} rows in "
+    q = million_rows(w / "cat1m", args.rows)
+    print(f"{args.rows:,}-row catalogue: open + filter kind=vocals split=test -> {q['rows']:,} rows in "
           f"{q['seconds']:.2f} s, peak RSS {q['rss_mb']:.0f} MB")
     shutil.rmtree(w, ignore_errors=True)
     print(f"ratio ingest/decode-only throughput (1 process each): {t_dec / one['seconds']:.2f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

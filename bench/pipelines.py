@@ -1,12 +1,12 @@
 """Prefect overhead of ``build-remix``: the flow vs the plain render loop, same run, same catalogue and recipes.
 
-Run: .venv/bin/python bench/pipelines.py [--n 1000 --seconds 6 --chunk-size 25]
+Run: .venv/bin/python bench/pipelines.py [--n 1000 --seconds 6 --chunk-size 25]   (--smoke: 8 mixtures of 1 s)
 
 A real local Prefect server (SQLite, 127.0.0.1, a free port, a temporary PREFECT_HOME, this repository's
 prefect.toml) records every flow and task run. Each build renders ``n`` mixtures of ``seconds`` s (gain, channel
 swap, polarity; no pitch shift or time stretch) from the fixture catalogue into its own empty folder:
 
-(a) ``augment.render.build_remix(workers=1)``: the plain-Python loop, one process (the baseline);
+(a) ``augment.build.build_remix(workers=1)``: the plain-Python loop, one process (the baseline);
 (b) the ``build-remix`` flow with the thread runner and 1 thread: the same work plus Prefect (flow run, one task
     per chunk, manifest task, statistics artifacts) -> the overhead;
 (c) the flow with the thread runner and one thread per core;
@@ -25,6 +25,7 @@ import os
 import resource
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,9 +35,10 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.chdir(ROOT)  # prefect.toml is read from the working directory
 
-from augment.render import build_remix  # noqa: E402
+from augment.build import build_remix  # noqa: E402
+from augment.config import load_project  # noqa: E402
 from pipelines.serve import free_port, start_server, wait_healthy  # noqa: E402
-from stemdb.config import IngestConfig, MusdbLayout, SourceConfig, StemsLayout, load_config  # noqa: E402
+from stemdb.config import IngestConfig, MusdbLayout, SourceConfig, StemsLayout  # noqa: E402
 from stemdb.ingest import ingest_sources  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
@@ -77,19 +79,25 @@ def timed(label: str, fn, results: dict, server_pid: int) -> None:  # noqa: ANN0
           f"load {os.getloadavg()[0]:.1f}", flush=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--chunk-size", type=int, default=25)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/stemdb-bench-pipelines"))
-    args = ap.parse_args()
-    w = args.workdir.resolve()
+    ap.add_argument("--workdir", type=Path, default=None, help="default: a fresh temporary folder")
+    ap.add_argument("--smoke", action="store_true", help="8 mixtures of 1 s in chunks of 4 (the server still starts)")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.n, args.seconds, args.chunk_size = 8, 1.0, 4
+    w = (args.workdir or Path(tempfile.mkdtemp(prefix="stemdb-bench-pipelines-"))).resolve()
+    pair = min(2, os.cpu_count() or 1)  # the Dask and process-pool builds: 2 workers, never more than the cores
+    if pair < 2:
+        print("note: 1 core: the Dask and process-pool builds run with 1 worker")
     shutil.rmtree(w, ignore_errors=True)
     w.mkdir(parents=True)
     cat = catalogue(w / "cat")
-    base = load_config(ROOT / "data.yaml").remix
+    base = load_project(ROOT / "data.yaml").remix
     light = {t: {"channel_swap": {"p": 0.5}, "polarity": {"p": 0.5}} for t in base.targets}
     remix_cfg = base.model_copy(update={"augment": light})
     cfg_file = w / "data.yaml"
@@ -123,11 +131,11 @@ def main() -> None:
                 **common, out=w / "b", task_runner="threads", workers=1), r, pid)
             timed(f"(c) flow, thread runner, {os.cpu_count()} threads", lambda: build_remix_flow(
                 **common, out=w / "c", task_runner="threads"), r, pid)
-            timed("(d) flow, Dask LocalCluster, 2 workers", lambda: build_remix_flow(
-                **common, out=w / "d", task_runner="dask", workers=2), r, pid)
-            timed("(e) build_remix, process pool of 2", lambda: build_remix(
+            timed(f"(d) flow, Dask LocalCluster, {pair} workers", lambda: build_remix_flow(
+                **common, out=w / "d", task_runner="dask", workers=pair), r, pid)
+            timed(f"(e) build_remix, process pool of {pair}", lambda: build_remix(
                 cat, w / "e", n=args.n, seed=args.seed, cfg=remix_cfg, seconds=args.seconds,
-                chunk_size=args.chunk_size, workers=2), r, pid)
+                chunk_size=args.chunk_size, workers=pair), r, pid)
             time.sleep(3.0)  # let the log and event workers send the runs' last records
     finally:
         server.terminate()
@@ -139,14 +147,15 @@ def main() -> None:
     for label, (wall, _, _) in r.items():
         print(f"  {label:<44} {hours * 3600 / wall:6.0f}x real time (wall)")
     (a, a_cpu, _), (b, b_cpu, b_srv), (c, _, _), (d, _, _) = (r[k] for k in sorted(r)[:4])
-    print(f"Dask LocalCluster (2 workers) / threads ({os.cpu_count()}), wall: {d / c:.2f} (< 1: Dask faster)")
+    print(f"Dask LocalCluster ({pair} workers) / threads ({os.cpu_count()}), wall: {d / c:.2f} (< 1: Dask faster)")
     print(f"threads ({os.cpu_count()}) speed-up over 1 thread, wall: {b / c:.2f}x")
     shutil.rmtree(w, ignore_errors=True)
     if not same:
         raise SystemExit("error: the builds differ")
     print(f"flow overhead, flow (1 thread) / build_remix (1 process): wall {b / a:.3f}, "
           f"CPU {b_cpu / a_cpu:.3f} (with the server's CPU {(b_cpu + b_srv) / a_cpu:.3f})")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

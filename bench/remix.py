@@ -1,6 +1,6 @@
 """Renderer cost per 6 s 4-stem mixture vs a naive source-folder baseline, same run, same corpus.
 
-Run: .venv/bin/python bench/remix.py [--n 200 --seconds 6]
+Run: .venv/bin/python bench/remix.py [--n 200 --seconds 6]   (--smoke: 8 mixtures of 1 s, seconds)
 
 (a) naive baseline, written here the way Open-Unmix's source-folder dataset works: for each mixture open 4 random
     files (one per target), read a random 6 s window of each (soundfile, float32), random gain, random channel swap,
@@ -18,6 +18,7 @@ import argparse
 import random
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,16 +28,18 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from augment.remix import build_pool, plan_mixture  # noqa: E402
+from augment.config import load_project  # noqa: E402
+from augment.pool import build_pool  # noqa: E402
+from augment.remix import plan_mixture  # noqa: E402
 from augment.render import StemTable, render_recipe  # noqa: E402
 from stemdb import audio  # noqa: E402
-from stemdb.config import IngestConfig, SourceConfig, StemsLayout, load_config  # noqa: E402
+from stemdb.config import IngestConfig, SourceConfig, StemsLayout  # noqa: E402
 from stemdb.ingest import ingest_sources  # noqa: E402
 
 TARGETS = ("vocals", "drums", "bass", "other")
 
 
-def build_corpus(dst: Path, copies: int = 6) -> None:
+def build_corpus(dst: Path, copies: int = 6, seconds: int = 30) -> None:
     """Stereo 30 s stems per target from the fixture multitracks and loose stems (distinct gains per copy)."""
     rng = np.random.default_rng(0)
     srcs = sorted((ROOT / "tests" / "data" / "musdb" / "train").rglob("*.wav"))
@@ -51,8 +54,8 @@ def build_corpus(dst: Path, copies: int = 6) -> None:
             if sr != 44100:
                 continue
             a = np.repeat(a, 2, axis=0) if a.shape[0] == 1 else a
-            reps = int(np.ceil(30 * sr / a.shape[1]))
-            a = np.tile(a, reps)[:, : 30 * sr] * np.float32(rng.uniform(0.3, 0.9))
+            reps = int(np.ceil(seconds * sr / a.shape[1]))
+            a = np.tile(a, reps)[:, : seconds * sr] * np.float32(rng.uniform(0.3, 0.9))
             audio.write(dst / kind / f"{p.parent.name}-{p.stem}-{i}.wav", a, sr)
 
 
@@ -87,19 +90,23 @@ def ours(cat: Path, cfg, n: int, seconds: float, seed: int) -> float:  # noqa: A
     return (time.process_time() - t0) / n
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=6.0)
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/stemdb-bench-remix"))
-    args = ap.parse_args()
-    w = args.workdir
+    ap.add_argument("--workdir", type=Path, default=None, help="default: a fresh temporary folder")
+    ap.add_argument("--smoke", action="store_true", help="8 mixtures of 1 s from a small corpus")
+    args = ap.parse_args(argv)
+    corpus = {"copies": 6, "seconds": 30}
+    if args.smoke:
+        args.n, args.seconds, corpus = 8, 1.0, {"copies": 1, "seconds": 4}
+    w = args.workdir or Path(tempfile.mkdtemp(prefix="stemdb-bench-remix-"))
     shutil.rmtree(w, ignore_errors=True)
-    build_corpus(w / "stems")
+    build_corpus(w / "stems", **corpus)
     ingest_sources([SourceConfig(name="b", root=w / "stems", layout=StemsLayout())], w / "cat",
                    cfg=IngestConfig(tempo=False, workers=1))
     files = {t: sorted((w / "stems" / t).glob("*.wav")) for t in TARGETS}
-    base = load_config(ROOT / "data.yaml").remix
+    base = load_project(ROOT / "data.yaml").remix
     light = {t: {"gain": {"min_db": -3, "max_db": 3, "p": 1.0}, "channel_swap": {"p": 0.5},
                  "polarity": {"p": 0.5}} for t in TARGETS}
     heavy = {t: {**light[t], "pitch": {"min_semitones": -2, "max_semitones": 2, "p": 0.3},
@@ -115,7 +122,8 @@ def main() -> None:
     print(f"stemdb render (gain/swap/polarity, calibrated levels): {t_ours * 1e3:.2f} ms")
     print(f"stemdb render with pitch/stretch p=0.3 per stem: {t_heavy * 1e3:.1f} ms")
     print(f"ratio naive/stemdb: {t_naive / t_ours:.2f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -30,8 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from augment.render import build_remix  # noqa: E402
-from stemdb.config import IngestConfig, MusdbLayout, SourceConfig, StemsLayout, load_config  # noqa: E402
+from augment.build import build_remix  # noqa: E402
+from augment.config import load_project  # noqa: E402
+from stemdb.config import IngestConfig, MusdbLayout, SourceConfig, StemsLayout  # noqa: E402
 from stemdb.ingest import ingest_sources  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = worker_counts(args.workers, cores)
     if counts != sorted(set(args.workers)) and max(args.workers) > cores:
         print(f"note: {cores} cores: worker counts capped to {counts}")
-    base = load_config(ROOT / "data.yaml").remix
+    base = load_project(ROOT / "data.yaml").remix
     light = {t: {"channel_swap": {"p": 0.5}, "polarity": {"p": 0.5}} for t in base.targets}
     cfg = base.model_copy(update={"augment": light})
     sizes = {w: min(args.n, args.n_per_worker * w) if args.n_per_worker else args.n for w in counts}

@@ -27,7 +27,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stemdb.config import IngestConfig, load_config  # noqa: E402
+from augment.config import load_project as load_config  # noqa: E402
+from stemdb.config import IngestConfig  # noqa: E402
 from train.data import RemixStream, StreamLoader  # noqa: E402
 from train.gpu_augment import GpuAugment  # noqa: E402
 from train.losses import get_loss  # noqa: E402

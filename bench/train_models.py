@@ -5,7 +5,7 @@ Throughput (default mode)::
     .venv/bin/python bench/train_models.py --device cuda                 # realistic batches, H100
     .venv/bin/python bench/train_models.py --device cpu --batch 1 --seconds 2 --steps 3
 
-For each model (full-size default architecture) and precision, optimizer steps of :class:`train.loop.Trainer`
+For each model (full-size default architecture) and precision, optimizer steps of :class:`train.trainer.Trainer`
 (autocast, Adam, the model's default loss) on one fixed random batch already on the device; prints ms per step,
 steps/s and audio-seconds/s (batch x seconds x steps/s), and last the bf16/fp32 speed ratio per model measured in
 the same run. Realistic batches on CUDA: U-Net 4 x 11.9 s (the issue's reference: 55 ms/step on an H100),
@@ -32,6 +32,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -43,18 +44,15 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stemdb.config import (  # noqa: E402
-    IngestConfig,
-    MixLevels,
-    MusdbLayout,
-    SourceConfig,
-    StemdbConfig,
-    StemsLayout,
-    TempoConfig,
-    load_config,
-)
-from train.loop import Trainer, iter_batches, resolve_device, train_config, train_run  # noqa: E402
+from augment.config import MixLevels, TempoConfig  # noqa: E402
+from augment.config import ProjectConfig as StemdbConfig  # noqa: E402
+from augment.config import load_project as load_config  # noqa: E402
+from stemdb.config import IngestConfig, MusdbLayout, SourceConfig, StemsLayout  # noqa: E402
+from train.config import train_config  # noqa: E402
 from train.models import build_model, model_names  # noqa: E402
+from train.run import iter_batches, train_run  # noqa: E402
+from train.runtime import resolve_device  # noqa: E402
+from train.trainer import Trainer  # noqa: E402
 
 TARGETS = ("vocals", "drums", "bass", "other")
 SR = 44100
@@ -195,6 +193,10 @@ def build_catalog(work: Path, pool: Path, stems: Path, holdout: tuple[str, ...],
 def proof_overrides(args: argparse.Namespace) -> dict:
     """The ``train:`` overrides every variant shares: same seed, model, budget and data settings."""
     cuda = resolve_device(args.device).type == "cuda"
+    cores = os.cpu_count() or 1
+    if args.num_workers > cores:
+        print(f"note: {cores} cores: --num-workers {args.num_workers} capped to {cores}")
+        args.num_workers = cores
     return {
         "steps": args.train_steps or 10**7, "max_minutes": None if args.train_steps else args.minutes,
         "batch_size": args.batch or (4 if cuda else 2), "device": args.device, "seed": 0, "lr": args.lr,
@@ -303,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             args.work = Path(tempfile.mkdtemp(prefix="stemdb-proof-smoke-"))
     sys.stdout.reconfigure(line_buffering=True)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("train.loop").setLevel(logging.INFO)
+    logging.getLogger("train.trainer").setLevel(logging.INFO)
     figures = run_proof(args) if args.proof else run_throughput(args)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

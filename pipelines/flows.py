@@ -22,24 +22,24 @@ http://127.0.0.1:4200/api (``stemdb serve`` must be running), elsewhere Prefect 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote, unmapped
 
+from augment.build import chunked, finish_remix, render_chunk
+from augment.config import ProjectConfig, RemixConfig, load_project
+from augment.pool import build_pool
 from augment.recipe import Recipe
-from augment.remix import build_pool, plan_recipes
-from augment.render import finish_remix, render_chunk
+from augment.remix import plan_recipes
+from pipelines.artifacts import publish_catalog_stats, publish_catalog_table, publish_remix_stats
 from pipelines.params import (
     DEFAULT_REMIX_OUT,
     DEFAULT_REPORTS_OUT,
@@ -58,28 +58,25 @@ from pipelines.params import (
     pipelines_config,
 )
 from stemdb.catalog import Catalog
-from stemdb.config import IngestConfig, RemixConfig, StemdbConfig, load_config
+from stemdb.config import IngestConfig, SourceConfig
 from stemdb.errors import CatalogError, ConfigError
-from stemdb.ingest import FileJob, commit_results, finalize, mark_deleted, measure_job, plan, scan_source
+from stemdb.ingest import commit_results, finalize, mark_deleted, measure_job, plan
+from stemdb.scan import FileJob, scan_source
 
 log = logging.getLogger(__name__)
 
 FLOW_NAMES: tuple[str, ...] = ("ingest-stems", "build-remix", "dataset-stats")
-REMIX_ARTIFACT = "remix-stats"  # markdown; the table is REMIX_ARTIFACT + "-table"
-CATALOG_ARTIFACT = "catalog-stats"
 
 
 # --------------------------------------------------------------------------------------------------------------
 # configuration helpers (plain Python, cheap)
 
 
-def load_project_config(config: Path | None) -> StemdbConfig:
+def load_project_config(config: Path | None) -> ProjectConfig:
     """``data.yaml`` as given, else ``./data.yaml`` when present, else the built-in defaults."""
-    if config is None and Path("data.yaml").is_file():
-        config = Path("data.yaml")
     if config is not None and not Path(config).is_file():
         raise ConfigError(f"config={str(config)!r} is not allowed: no such file", key="config")
-    return load_config(config)
+    return load_project(config)
 
 
 def open_catalog(path: Path, *, param: str = "catalog") -> Catalog:
@@ -88,6 +85,25 @@ def open_catalog(path: Path, *, param: str = "catalog") -> Catalog:
         return Catalog.open(path)
     except CatalogError as exc:
         raise ConfigError(f"{param}={str(path)!r} is not allowed: {exc}", key=param) from exc
+
+
+def select_sources(cfg: ProjectConfig, names: Sequence[str] | None) -> list[SourceConfig]:
+    """The config's sources named in ``names`` (all when ``None``), in config order.
+
+    Raises:
+        ConfigError: an unknown name, or no source at all.
+    """
+    srcs = list(cfg.sources)
+    if names is not None:
+        have = [s.name for s in srcs]
+        unknown = [n for n in names if n not in have]
+        if unknown:
+            raise ConfigError(f"sources={list(names)!r} is not allowed: unknown {unknown}; the config has {have}",
+                              key="sources")
+        srcs = [s for s in srcs if s.name in names]
+    if not srcs:
+        raise ConfigError("config: no sources to ingest (add `sources:` to data.yaml)", key="sources")
+    return srcs
 
 
 def make_task_runner(pcfg: PipelinesConfig) -> TaskRunner:
@@ -119,7 +135,7 @@ def make_task_runner(pcfg: PipelinesConfig) -> TaskRunner:
     )
 
 
-def _pipelines(cfg: StemdbConfig, **overrides: Any) -> PipelinesConfig:
+def _pipelines(cfg: ProjectConfig, **overrides: Any) -> PipelinesConfig:
     return pipelines_config(cfg.pipelines).with_overrides(**overrides)
 
 
@@ -167,14 +183,14 @@ def measure_batch_task(jobs: list[FileJob], catalog: str, cfg: IngestConfig) -> 
 
 @task(name="render-chunk", cache_policy=NO_CACHE, persist_result=False)
 def render_chunk_task(chunk: list[Recipe], catalog: str, out: str, cfg: RemixConfig) -> int:
-    """Render and write one chunk of recipes (``augment.render.render_chunk``); returns how many were rendered
+    """Render and write one chunk of recipes (``augment.build.render_chunk``); returns how many were rendered
     (0 when the chunk was already complete)."""
     return render_chunk(chunk, catalog, out, cfg)
 
 
 @task(name="finish-remix", cache_policy=NO_CACHE, persist_result=False)
 def finish_remix_task(out: str, recipes: list[Recipe], chunk_size: int) -> str:
-    """Collect the chunk parts into ``recipes.parquet`` and remove stale folders (``augment.render.finish_remix``)."""
+    """Collect the chunk parts into ``recipes.parquet`` and remove stale folders (``augment.build.finish_remix``)."""
     return str(finish_remix(Path(out), recipes, chunk_size=chunk_size))
 
 
@@ -230,16 +246,7 @@ def ingest_stems_flow(
     t0 = time.perf_counter()
     cfg = load_project_config(p.config)
     pcfg = _pipelines(cfg, task_runner=p.task_runner, workers=p.workers)
-    srcs = list(cfg.sources)
-    if p.sources is not None:
-        names = [s.name for s in srcs]
-        unknown = [n for n in p.sources if n not in names]
-        if unknown:
-            raise ConfigError(f"sources={list(p.sources)!r} is not allowed: unknown {unknown}; the config has "
-                              f"{names}", key="sources")
-        srcs = [s for s in srcs if s.name in p.sources]
-    if not srcs:
-        raise ConfigError("config: no sources to ingest (add `sources:` to data.yaml)", key="sources")
+    srcs = select_sources(cfg, p.sources)
     icfg = cfg.ingest.model_copy(update={k: v for k, v in (("tempo", p.tempo), ("batch_size", p.batch_size))
                                          if v is not None})
     cat = Catalog.create(p.catalog or cfg.catalog)
@@ -247,7 +254,7 @@ def ingest_stems_flow(
 
     jobs: list[FileJob] = [j for s in srcs for j in scan_source(s)]
     todo, same = plan(jobs, cat)
-    batches = [todo[i : i + icfg.batch_size] for i in range(0, len(todo), icfg.batch_size)]
+    batches = chunked(todo, icfg.batch_size)
     logger.info("ingest: %d files scanned, %d new or changed in %d batches, %d unchanged (task runner %s)",
                 len(jobs), len(todo), len(batches), len(same), pcfg.task_runner)
     results, errors = _run_mapped(make_task_runner(pcfg), _io_task(measure_batch_task, pcfg), {"jobs": batches},
@@ -255,17 +262,15 @@ def ingest_stems_flow(
     deleted = mark_deleted(cat, {s.name for s in srcs}, {k for j in jobs for k in j.row_keys()})
     dups, leaks = finalize(cat, fixed_keys={k for j in todo for k in j.row_keys()})
     summary = cat.summary()
-    out = {
-        "catalog": str(cat.root), "scanned": len(jobs), "unchanged": len(same),
-        "measured": sum(r["files"] for r in results), "rows": sum(r["rows"] for r in results),
-        "rejected": sum(r["rejects"] for r in results), "deleted": deleted, "duplicates": dups,
-        "leakage": len(leaks), "batches": len(batches), "files": summary.files, "hours": summary.hours,
-        "seconds": time.perf_counter() - t0,
-    }
+    out = {"catalog": str(cat.root), "scanned": len(jobs), "unchanged": len(same),
+           **{k: sum(r[f] for r in results) for k, f in (("measured", "files"), ("rows", "rows"),
+                                                         ("rejected", "rejects"))},
+           "deleted": deleted, "duplicates": dups, "leakage": len(leaks), "batches": len(batches),
+           "files": summary.files, "hours": summary.hours, "seconds": time.perf_counter() - t0}
     if errors:
         raise RuntimeError(f"ingest-stems: {len(errors)} of {len(batches)} batches failed (the others are "
                            f"committed; rerun to finish): {errors[0]!r}") from errors[0]
-    _publish_catalog_table(cat)
+    publish_catalog_table(cat)
     logger.info("ingest: %s", summary.line())
     return out
 
@@ -309,7 +314,7 @@ def build_remix_flow(
     recipes = plan_recipes(cat_path, n=p.n_mixtures, seed=p.seed, cfg=cfg.remix, seconds=p.seconds,
                            pool=build_pool(cat_path, cfg.remix))
     size = pcfg.chunk_size
-    chunks = [recipes[i : i + size] for i in range(0, len(recipes), size)]
+    chunks = chunked(recipes, size)
     logger.info("build-remix: %d mixtures planned in %d chunks of %d -> %s (task runner %s)",
                 len(recipes), len(chunks), size, out, pcfg.task_runner)
     out.mkdir(parents=True, exist_ok=True)
@@ -361,131 +366,6 @@ def dataset_stats_flow(
         result["mixtures"] = rs.get("mixtures")
     result["seconds"] = time.perf_counter() - t0
     return result
-
-
-# --------------------------------------------------------------------------------------------------------------
-# statistics and artifacts
-
-
-def _report_module() -> Any | None:
-    """``stemdb.report`` when it is importable (it imports matplotlib), else None."""
-    try:
-        import stemdb.report as report
-    except Exception as exc:  # noqa: BLE001 - the statistics fall back to the tables below
-        log.warning("stemdb.report is not usable (%s); artifacts carry the basic tables only", exc)
-        return None
-    return report
-
-
-def remix_table(out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Totals and one row per target of a remix set, from its ``recipes.parquet`` alone (no audio read).
-
-    Totals: ``mixtures``, ``hours``, ``by_split``, ``mix_lufs_median``. Per target: ``stems_used`` (distinct
-    stems), ``silent_share``, ``level_db_median``, ``rel_lufs_median`` (LU vs the mixture), ``pitched_share`` and
-    ``stretched_share`` (share of stems with a pitch shift / time stretch applied).
-    """
-    df = pd.read_parquet(out / "recipes.parquet")
-    targets = list(df["targets"].iloc[0]) if len(df) else []
-    totals = {
-        "mixtures": int(len(df)),
-        "hours": float(df["duration_s"].sum() / 3600.0) if len(df) else 0.0,
-        "by_split": {str(k): int(v) for k, v in df["split"].value_counts().sort_index().items()} if len(df) else {},
-        "mix_lufs_median": _num(df["mix_lufs"].median()) if len(df) else None,
-    }
-    rows = []
-    for t in targets:
-        live = df[~df[f"{t}_silent"].astype(bool)]
-        pitch = df.get(f"{t}_pitch_semitones")
-        rate = df.get(f"{t}_stretch_rate")
-        rows.append({
-            "target": t,
-            "stems_used": int(live[f"{t}_stem_id"].nunique()),
-            "silent_share": _num(1.0 - len(live) / len(df)),
-            "level_db_median": _num(live[f"{t}_level_db"].median()),
-            "rel_lufs_median": _num(pd.to_numeric(live[f"{t}_rel_lufs"], errors="coerce").median()),
-            "pitched_share": _num((pitch.fillna(0.0) != 0.0).mean()) if pitch is not None else 0.0,
-            "stretched_share": _num((rate.fillna(1.0) != 1.0).mean()) if rate is not None else 0.0,
-        })
-    return totals, rows
-
-
-def _num(x: Any, digits: int = 3) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return round(v, digits) if math.isfinite(v) else None
-
-
-def remix_markdown(out: Path, totals: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
-    """A markdown digest of :func:`remix_table` (used when ``stemdb.report`` cannot give one)."""
-    split = ", ".join(f"{k}: {v}" for k, v in totals["by_split"].items())
-    lines = [f"# Remix set `{out}`", "",
-             f"**{totals['mixtures']} mixtures, {totals['hours']:.3f} h** ({split}); mixture loudness median "
-             f"{totals['mix_lufs_median']} LUFS.", ""]
-    if rows:
-        cols = list(rows[0])
-        lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        lines += ["| " + " | ".join("" if r[c] is None else str(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def publish_remix_stats(out: Path, catalog: Path, *, out_html: Path | None = None) -> dict[str, Any]:
-    """Publish a remix set's statistics: markdown artifact ``remix-stats`` and table artifact ``remix-stats-table``.
-
-    With ``out_html`` the full report (HTML + JSON) is written too, by ``stemdb.report.remix_report``. The
-    markdown comes from ``stemdb.report.markdown_summary`` when that module works, else from :func:`remix_markdown`.
-    Returns ``{mixtures, hours, reports}``.
-    """
-    totals, rows = remix_table(out)
-    report = _report_module()
-    markdown, reports = None, []
-    if report is not None:
-        try:
-            if out_html is not None:
-                stats = report.remix_report(out, out_html, catalog=catalog)
-                reports.append(str(out_html))
-            else:
-                stats = report.remix_stats(out, catalog=catalog)
-            markdown = report.markdown_summary(stats) if isinstance(stats, Mapping) else None
-        except Exception as exc:  # noqa: BLE001 - the artifact falls back to the basic table
-            log.warning("stemdb.report failed on %s (%s); publishing the basic table", out, exc)
-    if markdown is None:
-        markdown = remix_markdown(out, totals, rows)
-    create_markdown_artifact(markdown=markdown, key=REMIX_ARTIFACT, description=f"Remix set statistics: {out}")
-    create_table_artifact(table=rows, key=f"{REMIX_ARTIFACT}-table",
-                          description=f"{totals['mixtures']} mixtures, {totals['hours']:.3f} h: {out}")
-    return {"mixtures": totals["mixtures"], "hours": totals["hours"], "reports": reports}
-
-
-def _publish_catalog_table(cat: Catalog) -> list[dict[str, Any]]:
-    s = cat.summary()
-    rows = [{"kind": k, "files": n, "hours": round(h, 4)} for k, (n, h) in s.by_kind.items()]
-    create_table_artifact(table=rows, key=f"{CATALOG_ARTIFACT}-table",
-                          description=f"{s.files} stems, {s.hours:.3f} h, {s.duplicates} duplicates, "
-                                      f"{s.rejects} rejected: {cat.root}")
-    return rows
-
-
-def publish_catalog_stats(catalog: Path, out_html: Path) -> dict[str, Any]:
-    """Write the catalogue report with ``stemdb.report.catalog_report`` (when usable) and publish the markdown
-    artifact ``catalog-stats`` and the table artifact ``catalog-stats-table``. Returns ``{files, hours, reports}``."""
-    cat = Catalog.open(catalog)
-    s = cat.summary()
-    _publish_catalog_table(cat)
-    report = _report_module()
-    markdown, reports = None, []
-    if report is not None:
-        try:
-            stats = report.catalog_report(catalog, out_html)
-            reports.append(str(out_html))
-            markdown = report.markdown_summary(stats)
-        except Exception as exc:  # noqa: BLE001 - the artifact falls back to the summary line
-            log.warning("stemdb.report failed on %s (%s); publishing the summary line", catalog, exc)
-    if markdown is None:
-        markdown = f"# Catalogue `{catalog}`\n\n{s.line()}\n"
-    create_markdown_artifact(markdown=markdown, key=CATALOG_ARTIFACT, description=f"Catalogue statistics: {catalog}")
-    return {"files": s.files, "hours": s.hours, "reports": reports}
 
 
 FLOWS = {"ingest-stems": ingest_stems_flow, "build-remix": build_remix_flow, "dataset-stats": dataset_stats_flow}

@@ -26,8 +26,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from stemdb.config import validate_config
 from stemdb.errors import ConfigError
 
 TaskRunnerName = Literal["threads", "processes", "dask"]
@@ -138,35 +139,13 @@ class StatsParams(_Model):
 
 
 def parse_model(model: type[M], values: Mapping[str, Any], *, what: str, prefix: str = "") -> M:
-    """Validate ``values`` into ``model``; a failure becomes a ConfigError naming each bad key and its value.
+    """Validate ``values`` into ``model``; a failure becomes a ConfigError naming each bad key and its value
+    (:func:`stemdb.config.validate_config`).
 
     ``what`` names the thing in the message (a flow name or a config section); ``prefix`` is put before each key.
     """
-    try:
-        return model.model_validate(dict(values))
-    except ValidationError as exc:
-        lines, first = _explain(exc, prefix)
-        raise ConfigError(f"{what}: invalid " + ("parameter" if not prefix else "setting")
-                          + ("s" if len(lines) > 1 else "") + ":\n  " + "\n  ".join(lines), key=first) from exc
-
-
-def _explain(exc: ValidationError, prefix: str) -> tuple[list[str], str | None]:
-    lines: list[str] = []
-    first: str | None = None
-    for err in exc.errors():
-        loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
-        key = prefix + (loc[0] if loc else "(top level)")
-        first = first or key
-        value = err.get("input")
-        if err["type"] == "extra_forbidden":
-            lines.append(f"{key}: unknown key (value {value!r})")
-        elif err["type"] == "literal_error":
-            allowed = err.get("ctx", {}).get("expected", "")
-            lines.append(f"{key}={value!r} is not allowed; allowed: {allowed}")
-        else:
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            lines.append(f"{key}={value!r} is not allowed: {msg}")
-    return list(dict.fromkeys(lines)), first
+    return validate_config(model, values, prefix=prefix, what=f"{what}: invalid " + ("settings" if prefix else
+                                                                                     "parameters"))
 
 
 def check_params(model: type[M], flow: str, values: Mapping[str, Any]) -> M:

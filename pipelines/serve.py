@@ -281,51 +281,21 @@ def serve_main(config: Path | None = None, port: int | None = None) -> int:
         stop.set()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    server: subprocess.Popen | None = None
-    serve: subprocess.Popen | None = None
-    status = 0
+    children: dict[str, subprocess.Popen] = {}  # "server" (when started here), "serve"
     try:
-        if is_healthy(api_url):
-            print(f"stemdb serve: using the Prefect server already answering on {api_url}", flush=True)
-        else:
-            if not is_loopback(api_url):
-                print(f"error: nothing answers on {api_url}, and a server is only started on 127.0.0.1",
-                      file=sys.stderr)
-                return 2
-            if not port_is_free(url_port(api_url)):
-                print(f"error: port {url_port(api_url)} is in use by something that is not a Prefect server; "
-                      f"use --port", file=sys.stderr)
-                return 2
-            log_path = home / "server.log"
-            server = start_server(api_url, home=home, log_path=log_path, cwd=project)
-            print(f"stemdb serve: starting a Prefect server on {api_url} (pid {server.pid}, log {log_path})",
-                  flush=True)
-            try:
-                _wait_or_stop(api_url, server, stop, log_path)
-            except RuntimeError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 2
-            if stop.is_set():
-                return 0
-        serve = start_serve(api_url, home=home, config=cfg, cwd=project)
-        _write_state(state_file, api_url, server, serve)
+        early = _ensure_server(api_url, home=home, project=project, stop=stop, children=children)
+        if early is not None:
+            return early
+        serve = children["serve"] = start_serve(api_url, home=home, config=cfg, cwd=project)
+        _write_state(state_file, api_url, children.get("server"), serve)
         ui = api_url[: -len("/api")] if api_url.endswith("/api") else api_url
         print(f"stemdb serve: serving ingest-stems/default, build-remix/default, dataset-stats/default "
               f"(pid {serve.pid}); UI on {ui}; stop with Ctrl-C or SIGTERM to pid {os.getpid()}", flush=True)
-        while not stop.wait(0.5):
-            if serve.poll() is not None:
-                print(f"error: the serve process exited with status {serve.returncode}", file=sys.stderr)
-                status = 1
-                break
-            if server is not None and server.poll() is not None:
-                print(f"error: the Prefect server exited with status {server.returncode}", file=sys.stderr)
-                status = 1
-                break
+        status = _supervise(serve, children.get("server"), stop)
     finally:
-        if serve is not None:
-            stop_process(serve)
-        if server is not None:
-            stop_process(server)
+        for name in ("serve", "server"):  # serve first, then the server it talks to
+            if name in children:
+                stop_process(children[name])
         with contextlib.suppress(FileNotFoundError):
             state_file.unlink()
         for s, h in old.items():
@@ -333,6 +303,44 @@ def serve_main(config: Path | None = None, port: int | None = None) -> int:
     if received:
         print(f"stemdb serve: stopped ({signal.Signals(received[0]).name})", flush=True)
     return status
+
+
+def _ensure_server(api_url: str, *, home: Path, project: Path, stop: threading.Event,
+                   children: dict[str, subprocess.Popen]) -> int | None:
+    """Reuse the server answering on ``api_url``, or start one on 127.0.0.1 (recorded in ``children["server"]``)
+    and wait for its health check. Returns ``None`` to go on, or the exit status to return now (2: no server
+    possible; 0: stopped while waiting)."""
+    if is_healthy(api_url):
+        print(f"stemdb serve: using the Prefect server already answering on {api_url}", flush=True)
+        return None
+    if not is_loopback(api_url):
+        print(f"error: nothing answers on {api_url}, and a server is only started on 127.0.0.1", file=sys.stderr)
+        return 2
+    if not port_is_free(url_port(api_url)):
+        print(f"error: port {url_port(api_url)} is in use by something that is not a Prefect server; "
+              f"use --port", file=sys.stderr)
+        return 2
+    log_path = home / "server.log"
+    server = children["server"] = start_server(api_url, home=home, log_path=log_path, cwd=project)
+    print(f"stemdb serve: starting a Prefect server on {api_url} (pid {server.pid}, log {log_path})", flush=True)
+    try:
+        _wait_or_stop(api_url, server, stop, log_path)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0 if stop.is_set() else None
+
+
+def _supervise(serve: subprocess.Popen, server: subprocess.Popen | None, stop: threading.Event) -> int:
+    """Wait until ``stop`` (0) or until a child exits (1)."""
+    while not stop.wait(0.5):
+        if serve.poll() is not None:
+            print(f"error: the serve process exited with status {serve.returncode}", file=sys.stderr)
+            return 1
+        if server is not None and server.poll() is not None:
+            print(f"error: the Prefect server exited with status {server.returncode}", file=sys.stderr)
+            return 1
+    return 0
 
 
 def _wait_or_stop(api_url: str, server: subprocess.Popen, stop: threading.Event, log_path: Path) -> None:

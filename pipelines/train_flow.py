@@ -1,4 +1,4 @@
-"""The ``train-model`` Prefect flow: a thin wrapper over :func:`train.loop.train_run`.
+"""The ``train-model`` Prefect flow: a thin wrapper over :func:`train.run.train_run`.
 
 One task trains (or resumes) a run folder and returns a small summary; the flow publishes the final numbers and
 the paths of the log, the plot and the checkpoint as a markdown artifact. Nothing but paths and numbers crosses the
@@ -27,13 +27,13 @@ TRAIN_ARTIFACT = "train-model"
 def train_task(config: str | None, out: str, model: str | None, overrides: dict[str, Any], resume: bool
                ) -> dict[str, Any]:
     """Train (or resume) ``out``; returns :func:`summary` of the result."""
-    from train.loop import train_run
+    from train.run import train_run
 
     return summary(train_run(config, out=out, model=model, overrides=overrides, resume=resume))
 
 
 def summary(result: Any) -> dict[str, Any]:
-    """The plain-data digest of a :class:`train.loop.TrainResult`."""
+    """The plain-data digest of a :class:`train.runlog.TrainResult`."""
     def num(x: float) -> float | None:
         return None if x is None or not math.isfinite(x) else round(float(x), 6)
 

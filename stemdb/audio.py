@@ -1,48 +1,58 @@
 """The one module that reads and writes audio.
 
 Everything else in stemdb, augment, train and pipelines calls these functions; nothing else imports soundfile or
-stempeg. Arrays are ``(channels, samples)`` float32 in memory, sample values in [-1, 1] full scale.
+PyAV. Arrays are ``(channels, samples)`` float32 in memory, sample values in [-1, 1] full scale.
 
-Native MUSDB18 ``.stem.mp4`` files hold five AAC streams (mixture, drums, bass, other, vocals in that order); a
-single stream is addressed by ``stream=`` (its index). They are decoded through ``stempeg``, which needs ffmpeg on
-PATH.
+Two decoders, chosen by the file's ending (the faster one per format, docs/benchmarks.md "Decoding"):
+
+- soundfile (libsndfile) for WAV, AIFF, FLAC, Ogg (Vorbis, Opus: ``.ogg``, ``.oga``, ``.opus``) and MP3, with
+  windowed reads by seeking (exact: a window equals the slice of the whole decode);
+- PyAV (FFmpeg's libraries, bundled in the ``av`` wheel; no ffmpeg program is run) for native MUSDB18
+  ``.stem.mp4`` multitracks, M4A/MP4 (AAC, ALAC), raw AAC, WebM, Matroska audio and WMA (and ``.opus`` where the
+  installed libsndfile predates Opus). These are decoded from the start of the stream (a window stops decoding at
+  its end), because seeking in them is not sample-exact for every codec; a window costs up to a whole decode.
+
+Native MUSDB18 ``.stem.mp4`` files hold five AAC streams (mixture, drums, bass, other, vocals in that order); a single
+stream is addressed by ``stream=`` (its index among the file's audio streams).
 """
 
 from __future__ import annotations
 
-import shutil
-from dataclasses import dataclass
+import contextlib
+import functools
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import soundfile as sf
 
 from stemdb.atomic import atomic_open
+from stemdb.audio_facts import AudioInfo, av_info, soundfile_info
 from stemdb.errors import AudioReadError, AudioWriteError, MissingDependencyError
 
 #: Stream order inside a native MUSDB18 ``.stem.mp4`` file.
 STEM_MP4_STREAMS: tuple[str, ...] = ("mixture", "drums", "bass", "other", "vocals")
 
-#: File endings read through soundfile (libsndfile).
-SOUNDFILE_SUFFIXES: frozenset[str] = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff"})
+#: True when the installed libsndfile decodes Ogg Opus (1.0.29 and later; the soundfile wheels bundle 1.2).
+_LIBSNDFILE_OPUS: bool = "OPUS" in sf.available_subtypes("OGG")
 
+#: File endings read through soundfile (libsndfile). Where both decoders read a format, soundfile's exact seeking
+#: makes a 1 s window 20-600x cheaper, and whole files decode about as fast or faster, except Ogg Opus (PyAV 2.3-2.5x
+#: faster there; windows decide, as the renderer reads many; docs/benchmarks.md "Decoding").
+SOUNDFILE_SUFFIXES: frozenset[str] = frozenset(
+    {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", *([".opus"] if _LIBSNDFILE_OPUS else [])}
+)
 
-@dataclass(frozen=True)
-class AudioInfo:
-    """Header facts of one audio file (or one stream of a ``.stem.mp4``).
+#: File endings decoded in-process by PyAV (``.stem.mp4`` is an ``.mp4``).
+PYAV_SUFFIXES: frozenset[str] = frozenset(
+    {".m4a", ".m4b", ".mp4", ".aac", ".webm", ".weba", ".mka", ".wma", *([] if _LIBSNDFILE_OPUS else [".opus"])}
+)
 
-    ``frames`` is the number of sample frames per channel; ``duration_s`` is ``frames / sample_rate`` in seconds.
-    """
+#: Frames per libsndfile write call (see :func:`write`).
+_WRITE_BLOCK = 1 << 16
 
-    sample_rate: int
-    channels: int
-    frames: int
-    format: str
-    subtype: str
-
-    @property
-    def duration_s(self) -> float:
-        return self.frames / self.sample_rate if self.sample_rate else 0.0
+_PYAV_HINT = "`pip install av` (a wheel that bundles FFmpeg's libraries; no ffmpeg program is needed)"
 
 
 def is_stem_mp4(path: str | Path) -> bool:
@@ -52,25 +62,42 @@ def is_stem_mp4(path: str | Path) -> bool:
 
 def is_audio_path(path: str | Path) -> bool:
     """True when ``path`` has an ending stemdb can read."""
-    return is_stem_mp4(path) or Path(path).suffix.lower() in SOUNDFILE_SUFFIXES
+    suffix = Path(path).suffix.lower()
+    return suffix in SOUNDFILE_SUFFIXES or suffix in PYAV_SUFFIXES
+
+
+def uses_pyav(path: str | Path) -> bool:
+    """True when ``path`` is decoded by PyAV rather than soundfile (see :data:`PYAV_SUFFIXES`)."""
+    return Path(path).suffix.lower() in PYAV_SUFFIXES
 
 
 def info(path: str | Path, *, stream: int | None = None) -> AudioInfo:
-    """Read the header of ``path`` without decoding the audio (for ``.stem.mp4``: ffprobe's view of ``stream``).
+    """Read the header of ``path`` without decoding the audio.
+
+    Args:
+        path: the file.
+        stream: audio stream index for PyAV formats (0 when ``None``); ignored for soundfile formats.
+
+    For soundfile formats ``frames`` is exact. For PyAV formats it is the duration the container states times the
+    rate, which can differ from the decoded count (:func:`load`, the one ingest records) by the encoder's padding:
+    AAC in MP4 states the duration without the tail padding that FFmpeg decodes (up to 1024 frames), WebM rounds
+    to 1 ms, WMA carries no priming information.
 
     Raises:
         AudioReadError: the file is missing, empty or not audio stemdb can read.
     """
     p = Path(path)
     _check_exists(p)
-    if is_stem_mp4(p):
-        return _stem_mp4_info(p, 0 if stream is None else stream)
+    if uses_pyav(p):
+        with _av_open(p) as c:
+            s = _av_stream(c, p, 0 if stream is None else stream)
+            return av_info(c, s, p, frames=None)
     try:
         i = sf.info(str(p))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise AudioReadError(p, f"not readable as audio ({exc})") from exc
     _check_riff_size(p)
-    return AudioInfo(int(i.samplerate), int(i.channels), int(i.frames), str(i.format), str(i.subtype))
+    return soundfile_info(p, int(i.samplerate), int(i.channels), int(i.frames), str(i.format), str(i.subtype))
 
 
 def read(
@@ -89,12 +116,14 @@ def read(
         start: first frame to read (samples per channel from the start of the file).
         frames: how many frames to read; ``None`` reads to the end. A window that runs past the end is
             returned shorter (never padded here).
-        stream: stream index for ``.stem.mp4`` files (see :data:`STEM_MP4_STREAMS`); ignored otherwise.
+        stream: audio stream index for PyAV formats (``.stem.mp4``: see :data:`STEM_MP4_STREAMS`; 0 when
+            ``None``); ignored for soundfile formats.
         dtype: ``"float32"`` (full scale ±1.0) or ``"int16"`` (raw PCM where the file allows; cheaper).
         channels_first: ``False`` returns the decoder's interleaved ``(samples, channels)`` array as it is, saving
             the transposing copy for callers that read channels as strided views (the renderer's fast path).
 
-    WAV and FLAC windows are read by seeking: only the window is decoded.
+    Soundfile windows are read by seeking: only the window is decoded. PyAV formats are decoded from the start up
+    to the window's end.
 
     Returns:
         ``(audio, sample_rate)`` with ``audio`` of shape ``(channels, samples)``.
@@ -108,10 +137,11 @@ def read(
     if frames is not None and frames < 0:
         raise AudioReadError(p, f"frames={frames} is negative")
     _check_exists(p)
-    if is_stem_mp4(p):
-        audio, sr = read_stem_mp4(p, streams=[0 if stream is None else stream])
-        out = _as_dtype(audio[0][:, start : None if frames is None else start + frames], dtype)
-        return (out if channels_first else np.ascontiguousarray(out.T)), sr
+    if uses_pyav(p):
+        stop = None if frames is None else start + frames
+        arrays, infos = _av_decode(p, [0 if stream is None else stream], stop=stop)
+        out = _as_dtype(arrays[0][:, start:stop], dtype)
+        return (out if channels_first else np.ascontiguousarray(out.T)), infos[0].sample_rate
     try:
         with sf.SoundFile(str(p)) as f:
             if start:
@@ -123,8 +153,11 @@ def read(
     return (np.ascontiguousarray(data.T) if channels_first else data), sr
 
 
-def load(path: str | Path) -> tuple[np.ndarray, AudioInfo]:
-    """Decode a whole file (not ``.stem.mp4``) and its header facts with one open: ``((channels, samples), info)``.
+def load(path: str | Path, *, stream: int = 0) -> tuple[np.ndarray, AudioInfo]:
+    """Decode a whole file and its header facts with one open: ``((channels, samples), info)``.
+
+    ``stream`` picks the audio stream of a PyAV format (``.stem.mp4``: the mixture by default); ``info.frames`` is
+    the decoded count.
 
     Raises:
         AudioReadError: unreadable, not audio, or truncated (RIFF size, or fewer frames decoded than the header
@@ -132,10 +165,13 @@ def load(path: str | Path) -> tuple[np.ndarray, AudioInfo]:
     """
     p = Path(path)
     _check_exists(p)
+    if uses_pyav(p):
+        arrays, infos = _av_decode(p, [stream], stop=None)
+        return arrays[0], infos[0]
     _check_riff_size(p)
     try:
         with sf.SoundFile(str(p)) as f:
-            info = AudioInfo(int(f.samplerate), int(f.channels), int(f.frames), str(f.format), str(f.subtype))
+            info = soundfile_info(p, int(f.samplerate), int(f.channels), int(f.frames), str(f.format), str(f.subtype))
             data = f.read(dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise AudioReadError(p, f"not readable as audio ({exc})") from exc
@@ -144,40 +180,59 @@ def load(path: str | Path) -> tuple[np.ndarray, AudioInfo]:
     return np.ascontiguousarray(data.T), info
 
 
-def read_stem_mp4(path: str | Path, *, streams: list[int] | None = None) -> tuple[np.ndarray, int]:
-    """Decode streams of a native MUSDB18 ``.stem.mp4`` through stempeg (ffmpeg).
+def load_streams(
+    path: str | Path, *, streams: list[int] | None = None
+) -> tuple[list[np.ndarray], list[AudioInfo]]:
+    """Decode several audio streams of one file in a single pass (every stream when ``streams`` is ``None``).
+
+    For a ``.stem.mp4`` the streams are in :data:`STEM_MP4_STREAMS` order. A soundfile format has one stream.
 
     Returns:
-        ``(audio, sample_rate)``, ``audio`` of shape ``(streams, channels, samples)`` float32.
+        ``(arrays, infos)``: per stream a ``(channels, samples)`` float32 array and its facts (``frames`` decoded).
+        Streams may differ in length; nothing is padded here.
+
+    Raises:
+        AudioReadError: unreadable, no audio stream, or a stream index out of range.
     """
     p = Path(path)
     _check_exists(p)
-    stempeg = _stempeg()
-    try:
-        if streams is None:
-            data, sr = stempeg.read_stems(str(p), dtype=np.float32, always_3d=True)
-        else:
-            parts = []
-            sr = 0
-            for s in streams:
-                d, sr = stempeg.read_stems(str(p), stem_id=s, dtype=np.float32, always_3d=True)
-                parts.append(d[0])
-            data = np.stack(parts)
-    except MissingDependencyError:
-        raise
-    except Exception as exc:  # stempeg raises plain Exceptions and ffmpeg errors of several types
-        raise AudioReadError(p, f"stem.mp4 decoding failed ({exc})") from exc
-    # stempeg returns (streams, samples, channels)
-    return np.ascontiguousarray(np.transpose(data, (0, 2, 1)).astype(np.float32, copy=False)), int(sr)
+    if uses_pyav(p):
+        return _av_decode(p, streams, stop=None)
+    if streams not in (None, [0]):
+        raise AudioReadError(p, f"streams={streams} out of range (the file has 1 audio stream)")
+    a, i = load(p)
+    return [a], [i]
+
+
+def read_stem_mp4(path: str | Path, *, streams: list[int] | None = None) -> tuple[np.ndarray, int]:
+    """Decode streams of a native MUSDB18 ``.stem.mp4`` (every stream when ``streams`` is ``None``), one pass.
+
+    Streams shorter than the longest are padded with zeros at the end (never truncated).
+
+    Returns:
+        ``(audio, sample_rate)``, ``audio`` of shape ``(streams, channels, samples)`` float32.
+
+    Raises:
+        AudioReadError: unreadable, or the streams differ in rate or channel count.
+    """
+    p = Path(path)
+    arrays, infos = load_streams(p, streams=streams)
+    if len({i.sample_rate for i in infos}) > 1 or len({a.shape[0] for a in arrays}) > 1:
+        facts = [(i.sample_rate, a.shape[0]) for a, i in zip(arrays, infos, strict=True)]
+        raise AudioReadError(p, f"streams differ in (sample rate, channels): {facts}")
+    n = max(a.shape[1] for a in arrays)
+    out = np.zeros((len(arrays), arrays[0].shape[0], n), dtype=np.float32)
+    for k, a in enumerate(arrays):
+        out[k, :, : a.shape[1]] = a
+    return out, infos[0].sample_rate
 
 
 def stem_mp4_stream_count(path: str | Path) -> int:
-    """Number of audio streams in a ``.stem.mp4`` (5 for MUSDB18)."""
-    stempeg = _stempeg()
-    try:
-        return int(stempeg.Info(str(path)).nb_audio_streams)
-    except Exception as exc:
-        raise AudioReadError(path, f"ffprobe could not read the streams ({exc})") from exc
+    """Number of audio streams in a ``.stem.mp4`` (5 for MUSDB18), from the header."""
+    p = Path(path)
+    _check_exists(p)
+    with _av_open(p) as c:
+        return len(c.streams.audio)
 
 
 def write(
@@ -191,6 +246,8 @@ def write(
     """Write ``audio`` of shape ``(channels, samples)`` atomically (temp file, fsync, rename).
 
     Float input is clipped to ±1.0 by libsndfile when ``subtype`` is integer PCM. Parent folders are created.
+    Frames go to libsndfile in blocks of :data:`_WRITE_BLOCK`: libvorbis overflows its stack when one call hands it
+    more than about a minute of audio (an Ogg Vorbis write of 60 s stereo crashed the process in one call).
 
     Returns:
         the final path.
@@ -199,9 +256,12 @@ def write(
     if audio.ndim != 2:
         raise AudioWriteError(p, f"audio must be (channels, samples), got shape {audio.shape}")
     fmt = format or _format_for(p)
+    frames = np.ascontiguousarray(audio.T)
     try:
-        with atomic_open(p, "wb") as fh:
-            sf.write(fh, np.ascontiguousarray(audio.T), sample_rate, subtype=subtype, format=fmt)
+        with atomic_open(p, "wb") as fh, sf.SoundFile(fh, "w", sample_rate, audio.shape[0], subtype=subtype,
+                                                      format=fmt) as f:
+            for i in range(0, max(frames.shape[0], 1), _WRITE_BLOCK):
+                f.write(frames[i : i + _WRITE_BLOCK])
     except Exception as exc:
         raise AudioWriteError(p, str(exc)) from exc
     return p
@@ -212,11 +272,6 @@ def to_float32(audio: np.ndarray) -> np.ndarray:
     if audio.dtype == np.int16:
         return audio.astype(np.float32) * np.float32(1.0 / 32768.0)
     return audio.astype(np.float32, copy=False)
-
-
-def ffmpeg_available() -> bool:
-    """True when ffmpeg and ffprobe are on PATH (needed for ``.stem.mp4``)."""
-    return shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
 
 
 def _as_dtype(audio: np.ndarray, dtype: str) -> np.ndarray:
@@ -251,30 +306,94 @@ def _check_riff_size(p: Path) -> None:
             raise AudioReadError(p, f"truncated: RIFF header says {promised} bytes, the file has {actual}")
 
 
-def _stem_mp4_info(p: Path, stream: int) -> AudioInfo:
-    stempeg = _stempeg()
-    try:
-        i = stempeg.Info(str(p))
-        n = int(i.nb_audio_streams)
-        if not 0 <= stream < n:
-            raise AudioReadError(p, f"stream={stream} out of range (file has {n} audio streams)")
-        sr = int(i.sample_rate(stream))
-        frames = int(round(float(i.duration(stream)) * sr))
-        return AudioInfo(sr, int(i.channels(stream)), frames, "MP4", "AAC")
-    except AudioReadError:
-        raise
-    except Exception as exc:
-        raise AudioReadError(p, f"ffprobe could not read the file ({exc})") from exc
+# --------------------------------------------------------------------------------------------------------------
+# PyAV
 
 
-def _stempeg():  # noqa: ANN202 - module object
-    if not ffmpeg_available():
-        raise MissingDependencyError(
-            "reading .stem.mp4 needs ffmpeg and ffprobe on PATH: `apt-get install -y ffmpeg` (Debian/Ubuntu) "
-            "or `conda install ffmpeg`"
-        )
+@functools.cache
+def _av() -> ModuleType:
+    """The ``av`` module, with FFmpeg's own messages routed to Python logging (logger ``libav``) at ERROR level,
+    so warnings about cover-art streams do not land on the terminal of every ingest worker."""
     try:
-        import stempeg
-    except ImportError as exc:  # pragma: no cover - stempeg is a hard dependency
-        raise MissingDependencyError("reading .stem.mp4 needs stempeg: `pip install stempeg`") from exc
-    return stempeg
+        import av
+        import av.logging
+    except ImportError as exc:  # pragma: no cover - av is a hard dependency
+        raise MissingDependencyError(f"decoding this format needs PyAV: {_PYAV_HINT}") from exc
+    av.logging.set_level(av.logging.ERROR)
+    return av
+
+
+@contextlib.contextmanager
+def _av_open(p: Path) -> Iterator:
+    """``with _av_open(path) as container``: a PyAV container, open errors as AudioReadError naming the file."""
+    av = _av()
+    try:
+        c = av.open(str(p), mode="r", metadata_errors="ignore")
+    except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
+        raise AudioReadError(p, f"not readable as audio ({exc})") from exc
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def _av_stream(c, p: Path, index: int):  # noqa: ANN001, ANN202 - av objects
+    n = len(c.streams.audio)
+    if n == 0:
+        raise AudioReadError(p, "no audio stream in the file")
+    if not 0 <= index < n:
+        raise AudioReadError(p, f"stream={index} out of range (the file has {n} audio streams)")
+    return c.streams.audio[index]
+
+
+def _av_decode(p: Path, streams: list[int] | None, *, stop: int | None) -> tuple[list[np.ndarray], list[AudioInfo]]:
+    """Decode audio streams of ``p`` in one demuxing pass; with ``stop``, each stream only until it has ``stop``
+    frames (the window's end). Infos carry the decoded frame count when the whole stream was decoded."""
+    av = _av()
+    with _av_open(p) as c:
+        n = len(c.streams.audio)
+        wanted = list(range(n)) if streams is None else list(streams)
+        chosen = {i: _av_stream(c, p, i) for i in dict.fromkeys(wanted)}
+        by_index = {s.index: k for k, s in chosen.items()}
+        parts: dict[int, list[np.ndarray]] = {k: [] for k in chosen}
+        got = dict.fromkeys(chosen, 0)
+        try:
+            for packet in c.demux(list(chosen.values())):
+                k = by_index[packet.stream.index]
+                if stop is not None and got[k] >= stop:
+                    if all(v >= stop for v in got.values()):
+                        break
+                    continue
+                for frame in packet.decode():
+                    a = _frame_float32(frame)
+                    parts[k].append(a)
+                    got[k] += a.shape[1]
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise AudioReadError(p, f"decoding failed ({exc})") from exc
+        arrays: dict[int, np.ndarray] = {}
+        infos: dict[int, AudioInfo] = {}
+        for k, s in chosen.items():
+            channels = s.codec_context.channels
+            if {a.shape[0] for a in parts[k]} - {channels}:
+                raise AudioReadError(p, f"stream {k}: the channel count changes within the stream")
+            arrays[k] = np.concatenate(parts[k], axis=1) if parts[k] else np.zeros((channels, 0), np.float32)
+            whole = stop is None
+            infos[k] = av_info(c, s, p, frames=arrays[k].shape[1] if whole else None)
+    return [arrays[k] for k in wanted], [infos[k] for k in wanted]
+
+
+_INT_SCALE = {np.dtype(np.int16): 1.0 / 32768.0, np.dtype(np.int32): 1.0 / 2147483648.0}
+
+
+def _frame_float32(frame) -> np.ndarray:  # noqa: ANN001 - av.AudioFrame
+    """One decoded frame as ``(channels, samples)`` float32 full scale, whatever the decoder's sample format."""
+    x = frame.to_ndarray()
+    if not frame.format.is_planar:
+        x = x.reshape(-1, frame.layout.nb_channels).T
+    if x.dtype == np.float32:
+        return x
+    if x.dtype == np.uint8:
+        return (x.astype(np.float32) - 128.0) * np.float32(1.0 / 128.0)
+    if x.dtype in _INT_SCALE:
+        return x.astype(np.float32) * np.float32(_INT_SCALE[x.dtype])
+    return x.astype(np.float32)

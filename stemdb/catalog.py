@@ -32,7 +32,11 @@ import pyarrow.parquet as pq
 from stemdb.atomic import atomic_open, fsync_dir, write_text_atomic
 from stemdb.errors import CatalogError
 
-SCHEMA_VERSION = 1
+#: Version 2 added ``codec``, ``bitrate_kbps`` and ``lossy``. A version-1 catalogue still opens (those columns
+#: read as null) and the next ingest re-measures its rows to fill them (see :func:`stemdb.ingest.plan`).
+SCHEMA_VERSION = 2
+#: Catalogue versions this stemdb reads.
+READABLE_VERSIONS = (1, 2)
 
 STEMS_SCHEMA = pa.schema(
     [
@@ -53,6 +57,9 @@ STEMS_SCHEMA = pa.schema(
         ("duration_s", pa.float64()),
         ("format", pa.string()),
         ("subtype", pa.string()),
+        ("codec", pa.string()),  # FFmpeg's codec name: pcm_s16le, flac, vorbis, mp3, aac, opus, alac, wmav2, ...
+        ("bitrate_kbps", pa.float64()),  # the stream's bit rate, kbit/s
+        ("lossy", pa.bool_()),  # decoded from a lossy codec (FFmpeg's codec descriptor); null: unknown
         ("bytes", pa.int64()),
         ("mtime", pa.float64()),  # seconds since the epoch
         ("lufs", pa.float64()),  # null for digital silence
@@ -143,19 +150,28 @@ class Catalog:
         if not meta.is_file():
             raise CatalogError(f"{r}: no stemdb catalogue here (missing _catalog.json); run `stemdb ingest` first")
         version = json.loads(meta.read_text()).get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise CatalogError(f"{r}: catalogue schema_version {version}, this stemdb reads {SCHEMA_VERSION}")
+        if version not in READABLE_VERSIONS:
+            newer = isinstance(version, int) and version > SCHEMA_VERSION
+            raise CatalogError(
+                f"{r}: catalogue schema_version {version!r}; this stemdb reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}" + ("; upgrade stemdb to open it" if newer else "")
+            )
         return cls(r)
 
     @classmethod
     def create(cls, root: str | Path) -> Catalog:
-        """Open or initialise a catalogue folder."""
+        """Open or initialise a catalogue folder for writing (an older readable version is marked current)."""
         r = Path(root)
         r.mkdir(parents=True, exist_ok=True)
         meta = r / "_catalog.json"
         if not meta.is_file():
             write_json_atomic({"schema_version": SCHEMA_VERSION, "sources": {}}, meta)
-        return cls.open(r)
+        cat = cls.open(r)
+        data = json.loads(meta.read_text())
+        if data.get("schema_version") != SCHEMA_VERSION:  # an older version, opened for writing: rows of this
+            data["schema_version"] = SCHEMA_VERSION  # version follow, so older stemdb must refuse it from now on
+            write_json_atomic(data, meta)
+        return cat
 
     # -- reading -----------------------------------------------------------------------------------------------
     def _parts(self, table: str) -> list[Path]:

@@ -1,16 +1,20 @@
 """Project configuration: ``data.yaml`` loaded into validated, frozen pydantic models.
 
-Every section of ``data.yaml`` has a model here, so a typo or a bad value fails at load with a message that names
-the key, the value and what is allowed. Relative paths are resolved against the folder that holds the YAML file.
-This module imports neither torch nor prefect.
+The catalogue's sections (``catalog``, ``sources``, ``ingest``) have their models here; each higher layer owns
+the models of its own section (``augment.config``: ``remix``; ``train.config``: ``train``; ``pipelines.params``:
+``pipelines``) and :func:`load_config` takes the schema of the layer that loads it, so a typo or a bad value fails
+at load with a message that names the key, the value and what is allowed. :func:`validate_config` /
+:func:`config_error` are the one place where a pydantic validation error becomes a :class:`ConfigError`. Relative
+paths are resolved against the folder that holds the YAML file. This module imports neither torch nor prefect.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -54,7 +58,9 @@ class StemsLayout(_Frozen):
 
     type: Literal["stems"] = "stems"
     kinds: dict[str, str] = Field(default_factory=dict)
-    globs: tuple[str, ...] = ("**/*.wav", "**/*.flac", "**/*.mp3", "**/*.ogg", "**/*.aif", "**/*.aiff")
+    # every ending stemdb.audio reads except .mp4/.m4b (video, audiobooks; multitrack .stem.mp4 is the musdb layout)
+    globs: tuple[str, ...] = ("**/*.wav", "**/*.flac", "**/*.mp3", "**/*.ogg", "**/*.oga", "**/*.opus", "**/*.aif",
+                              "**/*.aiff", "**/*.m4a", "**/*.aac", "**/*.webm", "**/*.weba", "**/*.mka", "**/*.wma")
     song: str = "file"
     split: Split = "train"
 
@@ -99,59 +105,16 @@ class IngestConfig(_Frozen):
     batch_size: int = Field(16, ge=1, description="files measured between two catalogue commits")
 
 
-class MixLevels(_Frozen):
-    """Loudness-calibrated mixing: per-kind level relative to the mixture, in LU."""
-
-    mode: Literal["calibrated", "uniform"] = "calibrated"
-    spread_lu: float = Field(2.0, ge=0.0, le=20.0)
-    fallback_rel_lufs: dict[str, float] = Field(
-        default_factory=lambda: {"vocals": -3.0, "drums": -5.0, "bass": -8.0, "other": -5.0}
-    )
-    uniform_gain_db: tuple[float, float] = (-6.0, 3.0)
-    mix_lufs: tuple[float, float] = (-16.0, -10.0)
-
-
-class TempoConfig(_Frozen):
-    """Tempo-aware mixing (off by default)."""
-
-    enabled: bool = False
-    max_rate_change: float = Field(0.08, gt=0.0, lt=0.5)
-
-
-class RemixConfig(_Frozen):
-    """How mixtures are drawn and rendered (see augment/)."""
-
-    targets: tuple[str, ...] = MUSDB_TARGETS
-    kind_map: dict[str, str] = Field(default_factory=lambda: {"keys": "other", "guitar": "other"})
-    mode: Literal["cross_song", "coherent", "mixed"] = "cross_song"
-    coherent_weight: float = Field(0.0, ge=0.0, le=1.0)
-    seconds: float = Field(6.0, gt=0.0, le=600.0)
-    sample_rate: int = Field(44100, ge=8000, le=192000)
-    channels: Literal[1, 2] = 2
-    subtype: Literal["PCM_16", "PCM_24", "FLOAT"] = "PCM_16"
-    short: Literal["pad", "loop"] = "pad"
-    silent_prob: dict[str, float] = Field(default_factory=dict)
-    valid_fraction: float = Field(0.0, ge=0.0, lt=1.0)
-    levels: MixLevels = MixLevels()
-    tempo: TempoConfig = TempoConfig()
-    augment: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
-
-    @field_validator("silent_prob")
-    @classmethod
-    def _probs(cls, v: dict[str, float]) -> dict[str, float]:
-        for k, p in v.items():
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"silent_prob.{k}={p} is not a probability in [0, 1]")
-        return v
-
-
 class StemdbConfig(_Frozen):
-    """The whole ``data.yaml``."""
+    """The whole ``data.yaml`` as the catalogue layer sees it: ``catalog``, ``sources`` and ``ingest`` validated
+    here; the sections of the layers above (``remix``, ``train``, ``pipelines``, ...) kept as mappings, validated by
+    their owners (:class:`augment.config.ProjectConfig` types ``remix``; ``train.config.train_config``,
+    ``pipelines.params.pipelines_config`` the others)."""
 
     catalog: Path = Path("catalog")
     sources: tuple[SourceConfig, ...] = ()
     ingest: IngestConfig = IngestConfig()
-    remix: RemixConfig = RemixConfig()
+    remix: dict[str, Any] = Field(default_factory=dict)
     stream: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
     pipelines: dict[str, Any] = Field(default_factory=dict)
@@ -183,10 +146,17 @@ def fingerprint_of(data: Any) -> str:
     return hashlib.blake2b(json.dumps(data, sort_keys=True).encode(), digest_size=8).hexdigest()
 
 
-def load_config(path: str | Path | None = None, *, overrides: dict[str, Any] | None = None) -> StemdbConfig:
-    """Load and validate ``data.yaml``; ``None`` gives the built-in defaults (no sources).
+C = TypeVar("C", bound=StemdbConfig)
+M = TypeVar("M", bound=BaseModel)
 
-    Relative ``catalog`` and source ``root`` paths are resolved against the YAML file's folder.
+
+def load_config(path: str | Path | None = None, *, overrides: dict[str, Any] | None = None,
+                schema: type[C] = StemdbConfig) -> C:  # type: ignore[assignment]
+    """Load and validate ``data.yaml`` into ``schema``; ``None`` gives the built-in defaults (no sources).
+
+    ``schema``: :class:`StemdbConfig`, or a subclass of a higher layer that types more sections
+    (:class:`augment.config.ProjectConfig`). Relative ``catalog`` and source ``root`` paths are resolved against
+    the YAML file's folder.
 
     Raises:
         ConfigError: unreadable YAML, unknown keys or bad values; the message names each offending key.
@@ -194,27 +164,27 @@ def load_config(path: str | Path | None = None, *, overrides: dict[str, Any] | N
     raw: dict[str, Any] = {}
     base = Path.cwd()
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError("config file not found", source=p)
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"not valid YAML ({exc})", source=p) from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"top level must be a mapping, got {type(loaded).__name__}", source=p)
-        raw = loaded or {}
-        base = p.resolve().parent
+        raw = _read_yaml(Path(path))
+        base = Path(path).resolve().parent
     if overrides:
         raw = _deep_merge(raw, overrides)
-    try:
-        cfg = StemdbConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(_explain(exc), source=path, key=_first_key(exc)) from exc
+    cfg = validate_config(schema, raw, source=path)
     return _resolve_paths(cfg, base)
 
 
-def _resolve_paths(cfg: StemdbConfig, base: Path) -> StemdbConfig:
+def _read_yaml(p: Path) -> dict[str, Any]:
+    if not p.is_file():
+        raise ConfigError("config file not found", source=p)
+    try:
+        loaded = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML ({exc})", source=p) from exc
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"top level must be a mapping, got {type(loaded).__name__}", source=p)
+    return loaded or {}
+
+
+def _resolve_paths(cfg: C, base: Path) -> C:
     def fix(p: Path) -> Path:
         p = p.expanduser()
         return p if p.is_absolute() else (base / p).resolve()
@@ -223,45 +193,62 @@ def _resolve_paths(cfg: StemdbConfig, base: Path) -> StemdbConfig:
     return cfg.model_copy(update={"catalog": fix(cfg.catalog), "sources": sources})
 
 
-def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+def _deep_merge(a: dict[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(a)
     for k, v in b.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
     return out
 
 
-def _loc(err: dict[str, Any]) -> str:
+def merge_overrides(mapping: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``mapping`` with ``overrides`` on top (nested mappings merged, ``None`` override values ignored)."""
+    return _deep_merge(dict(mapping or {}), {k: v for k, v in (overrides or {}).items() if v is not None})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the one place a pydantic validation error becomes a ConfigError
+
+
+def validate_config(model: type[M], data: Mapping[str, Any], *, prefix: str = "",
+                    what: str = "invalid configuration", source: str | Path | None = None) -> M:
+    """``model.model_validate(data)``; a failure becomes :func:`config_error`'s ConfigError."""
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        raise config_error(exc, prefix=prefix, what=what, source=source) from exc
+
+
+def config_error(exc: ValidationError, *, prefix: str = "", what: str = "invalid configuration",
+                 source: str | Path | None = None) -> ConfigError:
+    """A pydantic validation error as the project's :class:`ConfigError`: one line per problem naming the key
+    (``prefix`` + dotted path, list items as ``[i]``), the value given and what is allowed; ``key`` is the first.
+
+    ``what`` heads the message (a config section, or a flow name for flow parameters).
+    """
+    lines = list(dict.fromkeys(_line(err, prefix) for err in exc.errors()))
+    errs = exc.errors()
+    first = prefix + _loc(errs[0]) if errs else None
+    return ConfigError(f"{what}:\n  " + "\n  ".join(lines), key=first, source=source)
+
+
+def _line(err: Mapping[str, Any], prefix: str) -> str:
+    key = prefix + _loc(err)
+    value = err.get("input")
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key (got {value!r})"
+    if err["type"] == "literal_error":
+        return f"{key}={value!r} is not allowed; allowed: {err.get('ctx', {}).get('expected', '')}"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{key}={value!r} is not allowed" + ("; " if msg.startswith("allowed") else ": ") + msg
+
+
+def _loc(err: Mapping[str, Any]) -> str:
     parts: list[str] = []
     for item in err["loc"]:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in ("stems", "musdb", "function-after[_sum(), HashSplit]") or str(item).startswith(
-            ("function-", "literal[", "union[")
-        ):
-            continue
+        elif item in ("stems", "musdb") or str(item).startswith(("function-", "literal[", "union[")):
+            continue  # pydantic's names of union members and validators, not keys of data.yaml
         else:
             parts.append(("." if parts else "") + str(item))
     return "".join(parts) or "(top level)"
-
-
-def _first_key(exc: ValidationError) -> str | None:
-    errs = exc.errors()
-    return _loc(errs[0]) if errs else None
-
-
-def _explain(exc: ValidationError) -> str:
-    lines = []
-    seen: set[str] = set()
-    for err in exc.errors():
-        key = _loc(err)
-        if err["type"] == "extra_forbidden":
-            msg = f"{key}: unknown key"
-        elif err["type"] == "literal_error":
-            allowed = err.get("ctx", {}).get("expected", "")
-            msg = f"{key}: value {err.get('input')!r} is not allowed; allowed: {allowed}"
-        else:
-            msg = f"{key}: {err['msg']} (got {err.get('input')!r})"
-        if msg not in seen:
-            seen.add(msg)
-            lines.append(msg)
-    return "invalid configuration:\n  " + "\n  ".join(lines)

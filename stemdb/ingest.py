@@ -1,4 +1,5 @@
-"""Ingest: scan sources, measure new or changed files in a process pool, commit them to the catalogue.
+"""Ingest: scan sources (:mod:`stemdb.scan`), measure new or changed files in a process pool, commit them to the
+catalogue.
 
 The run is incremental and idempotent: a file whose (path, size, mtime) is unchanged since the last run is not
 decoded again, files that vanished are marked ``deleted``, and every file that fails becomes a row of the rejects
@@ -8,7 +9,6 @@ batches and a rerun completes the rest.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -25,41 +24,12 @@ import pandas as pd
 
 from stemdb import audio as audio_io
 from stemdb.catalog import SCHEMA_VERSION, Catalog
-from stemdb.config import HashSplit, IngestConfig, MusdbLayout, SourceConfig, StemsLayout
+from stemdb.config import IngestConfig, MusdbLayout, SourceConfig, StemsLayout
 from stemdb.errors import AudioReadError, MissingDependencyError
 from stemdb.measure import measure, warm_up_tempo
+from stemdb.scan import FileJob, hash_split, scan_source
 
 log = logging.getLogger(__name__)
-
-MUSDB_SPLITS = ("train", "test")
-
-
-@dataclass(frozen=True)
-class FileJob:
-    """One file to measure. A ``.stem.mp4`` yields one row per stream (``kinds`` in stream order)."""
-
-    source: str
-    root: str
-    path: str  # relative to root, POSIX
-    kinds: tuple[str, ...]  # one kind for plain files; the stream kinds for .stem.mp4
-    song: str | None  # None: the file's own stem_id
-    split: str | None  # None: decided from the song by a HashSplit
-    origin: str
-    licence: str
-    bytes: int
-    mtime: float
-    max_channels: int
-    hash_split: tuple[float, float] | None = None  # (valid, test) fractions when split is None
-
-    @property
-    def is_stem_mp4(self) -> bool:
-        return audio_io.is_stem_mp4(self.path)
-
-    def row_keys(self) -> list[str]:
-        if self.is_stem_mp4:
-            return [f"{self.source}:{self.path}#{i}" for i in range(len(self.kinds))]
-        return [f"{self.source}:{self.path}"]
-
 
 @dataclass
 class IngestReport:
@@ -84,120 +54,6 @@ class IngestReport:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# scanning
-
-
-def scan_source(src: SourceConfig) -> list[FileJob]:
-    """List the files of one source as jobs (no decoding). Raises AudioReadError when the root is missing."""
-    root = Path(src.root)
-    if not root.is_dir():
-        raise AudioReadError(root, f"source {src.name!r}: root folder does not exist")
-    if isinstance(src.layout, MusdbLayout):
-        return _scan_musdb(src, root, src.layout)
-    return _scan_stems(src, root, src.layout)
-
-
-def _job(
-    src: SourceConfig,
-    root: Path,
-    p: Path,
-    kinds: tuple[str, ...],
-    song: str | None,
-    split: str | None,
-    hash_split: tuple[float, float] | None = None,
-) -> FileJob:
-    try:
-        st = p.stat()
-        size, mtime = int(st.st_size), float(st.st_mtime)
-    except OSError:  # dangling link and the like: the measurement step records the reason
-        size, mtime = -1, 0.0
-    return FileJob(
-        source=src.name,
-        root=str(root),
-        path=p.relative_to(root).as_posix(),
-        kinds=kinds,
-        song=song,
-        split=split,
-        origin=src.origin,
-        licence=src.licence,
-        bytes=size,
-        mtime=mtime,
-        max_channels=src.max_channels,
-        hash_split=hash_split,
-    )
-
-
-@lru_cache(maxsize=1)
-def musdb_validation_tracks() -> frozenset[str]:
-    """MUSDB18's official validation track names, read from the installed ``musdb`` package's config."""
-    import importlib.util
-
-    import yaml
-
-    spec = importlib.util.find_spec("musdb")
-    if spec is None or spec.origin is None:
-        return frozenset()
-    cfg = Path(spec.origin).parent / "configs" / "mus.yaml"
-    data = yaml.safe_load(cfg.read_text()) if cfg.is_file() else {}
-    return frozenset(data.get("validation_tracks", []))
-
-
-def _scan_musdb(src: SourceConfig, root: Path, layout: MusdbLayout) -> list[FileJob]:
-    split_dirs = [(s, root / s) for s in MUSDB_SPLITS if (root / s).is_dir()] or [("train", root)]
-    valid = musdb_validation_tracks() if layout.validation else frozenset()
-    jobs: list[FileJob] = []
-    for split, d in split_dirs:
-        for entry in sorted(d.iterdir()):
-            if entry.is_file() and audio_io.is_stem_mp4(entry):
-                track = entry.name[: -len(".stem.mp4")]
-                sp = "valid" if split == "train" and track in valid else split
-                jobs.append(_job(src, root, entry, audio_io.STEM_MP4_STREAMS, track, sp))
-            elif entry.is_dir():
-                track = entry.name
-                sp = "valid" if split == "train" and track in valid else split
-                for f in sorted(entry.iterdir()):
-                    kind = f.name.split(".")[0].lower()
-                    if kind in layout.stems and (audio_io.is_audio_path(f) or f.is_symlink()):
-                        jobs.append(_job(src, root, f, (kind,), track, sp))
-    return jobs
-
-
-def _scan_stems(src: SourceConfig, root: Path, layout: StemsLayout) -> list[FileJob]:
-    rules = {k.lower(): v for k, v in layout.kinds.items()}
-    seen: set[Path] = set()
-    files: list[Path] = []
-    for pattern in layout.globs:
-        for p in root.glob(pattern):
-            if p not in seen and (p.is_file() or p.is_symlink()) and not p.name.startswith("."):
-                seen.add(p)
-                files.append(p)
-    jobs = []
-    regex = re.compile(layout.song[len("regex:") :]) if layout.song.startswith("regex:") else None
-    for p in sorted(files):
-        rel_parts = p.relative_to(root).parts
-        folders = [f.lower() for f in rel_parts[:-1]]
-        kind = next((rules[f] for f in folders if f in rules), folders[0] if folders else "other")
-        if layout.song == "parent":
-            song: str | None = "/".join(rel_parts[:-1]) or p.stem
-        elif regex is not None:
-            m = regex.search(p.stem)
-            song = (m.group(1) if m and m.groups() else m.group(0)) if m else p.stem
-        else:
-            song = None
-        if isinstance(layout.split, HashSplit):
-            jobs.append(_job(src, root, p, (kind,), song, None, (layout.split.valid, layout.split.test)))
-        else:
-            jobs.append(_job(src, root, p, (kind,), song, layout.split))
-    return jobs
-
-
-def hash_split(song: str, valid: float, test: float) -> str:
-    """Deterministic split of a song id: a uniform number from its hash against the fractions."""
-    u = int.from_bytes(hashlib.blake2b(song.encode(), digest_size=8).digest(), "big") / 2**64
-    return "test" if u < test else "valid" if u < test + valid else "train"
-
-
-# --------------------------------------------------------------------------------------------------------------
 # measuring (runs in worker processes)
 
 
@@ -210,16 +66,13 @@ def measure_job(job: FileJob, cfg: IngestConfig) -> tuple[list[dict], list[dict]
         if job.bytes < 0 or not full.exists():
             raise AudioReadError(full, "unreadable: missing file or dangling link")
         if job.is_stem_mp4:
-            streams, sr = audio_io.read_stem_mp4(full)
-            decoded = [streams[i] for i in range(streams.shape[0])]
+            decoded, infos = audio_io.load_streams(full)
             kinds = list(job.kinds[: len(decoded)]) + [
                 f"stream{i}" for i in range(len(job.kinds), len(decoded))
             ]
-            info = audio_io.AudioInfo(sr, decoded[0].shape[0], decoded[0].shape[1], "MP4", "AAC")
         else:
             a, info = audio_io.load(full)
-            sr = info.sample_rate
-            decoded, kinds = [a], list(job.kinds)
+            decoded, infos, kinds = [a], [info], list(job.kinds)
     except (AudioReadError, MissingDependencyError) as exc:
         return [], [_reject(job, k, str(getattr(exc, "reason", exc)), now) for k in job.row_keys()]
     except Exception as exc:  # noqa: BLE001 - a batch job records every failure and goes on
@@ -227,8 +80,9 @@ def measure_job(job: FileJob, cfg: IngestConfig) -> tuple[list[dict], list[dict]
 
     rows, rejects = [], []
     keys = job.row_keys() if job.is_stem_mp4 else [f"{job.source}:{job.path}"]
-    for i, (a, kind) in enumerate(zip(decoded, kinds, strict=False)):
+    for i, (a, info, kind) in enumerate(zip(decoded, infos, kinds, strict=False)):
         key = keys[i] if i < len(keys) else f"{job.source}:{job.path}#{i}"
+        sr = info.sample_rate
         reason = _validate(a, sr, job.max_channels)
         if reason:
             rejects.append(_reject(job, key, reason, now))
@@ -272,13 +126,8 @@ def _row(
     m,
     now: datetime,
 ) -> dict:  # noqa: ANN001
-    flags = []
-    if m.silence_ratio >= 1.0:
-        flags.append("silent")
-    if m.clipping_ratio > 0.0:
-        flags.append("clipping")
-    if info.subtype in ("AAC", "MPEG_LAYER_III", "VORBIS", "OPUS"):
-        flags.append("lossy")
+    flags = [f for f, on in (("silent", m.silence_ratio >= 1.0), ("clipping", m.clipping_ratio > 0.0),
+                             ("lossy", bool(info.lossy))) if on]
     rec = m.as_record()
     song = job.song if job.song is not None else m.content_hash
     split = job.split
@@ -303,15 +152,13 @@ def _row(
         "duration_s": float(a.shape[1] / sr),
         "format": info.format,
         "subtype": info.subtype,
+        "codec": info.codec,
+        "bitrate_kbps": info.bitrate_kbps,
+        "lossy": info.lossy,
         "bytes": job.bytes,
         "mtime": job.mtime,
-        "lufs": rec["lufs"],
-        "peak_dbfs": rec["peak_dbfs"],
-        "rms_dbfs": rec["rms_dbfs"],
-        "clipping_ratio": rec["clipping_ratio"],
-        "silence_ratio": rec["silence_ratio"],
-        "active": rec["active"],
-        "tempo_bpm": rec["tempo_bpm"],
+        **{k: rec[k] for k in ("lufs", "peak_dbfs", "rms_dbfs", "clipping_ratio", "silence_ratio", "active",
+                               "tempo_bpm")},
         "beats": rec["beats_s"],
         "loudness_100ms": rec["loudness_100ms"],
         "flags": flags,
@@ -343,11 +190,13 @@ def _reject(job: FileJob, key: str, reason: str, now: datetime) -> dict:
 
 
 def plan(jobs: list[FileJob], cat: Catalog) -> tuple[list[FileJob], list[FileJob]]:
-    """Split jobs into (to measure, unchanged) by comparing (path, size, mtime) with the catalogue and rejects."""
+    """Split jobs into (to measure, unchanged) by comparing (path, size, mtime) with the catalogue and rejects.
+    Rows without a ``codec`` (written by schema version 1) count as changed, so a rerun fills the new columns."""
     known: dict[str, tuple[int, float]] = {}
-    stems = cat.table("stems", columns=["key", "bytes", "mtime", "deleted"]).to_pandas()
-    for k, b, m, d in zip(stems["key"], stems["bytes"], stems["mtime"], stems["deleted"], strict=True):
-        if not d:
+    stems = cat.table("stems", columns=["key", "bytes", "mtime", "deleted", "codec"]).to_pandas()
+    for k, b, m, d, c in zip(stems["key"], stems["bytes"], stems["mtime"], stems["deleted"], stems["codec"],
+                             strict=True):
+        if not d and isinstance(c, str):
             known[k] = (int(b), float(m))
     rej = cat.table("rejects", columns=["key", "bytes", "mtime"]).to_pandas()
     for k, b, m in zip(rej["key"], rej["bytes"], rej["mtime"], strict=True):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stemdb.measure import HOP_S, _gated_loudness
+from stemdb.bs1770 import HOP_S, gated_loudness
 
 HOPS_PER_BLOCK = 4  # 400 ms gating blocks over 100 ms hops
 
@@ -32,7 +32,7 @@ def window_lufs(profile: np.ndarray, start_s: float, duration_s: float) -> float
         seg = np.concatenate([seg, np.zeros(n - seg.size)])
     csum = np.concatenate([[0.0], np.cumsum(seg)])
     blocks = (csum[HOPS_PER_BLOCK:] - csum[:-HOPS_PER_BLOCK]) / HOPS_PER_BLOCK
-    return _gated_loudness(blocks)
+    return gated_loudness(blocks)
 
 
 __all__ = ["window_lufs"]

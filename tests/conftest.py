@@ -1,21 +1,54 @@
-"""Shared fixtures: the bundled real recordings and a catalogue built from them once per session."""
+"""Shared fixtures: the bundled real recordings and a catalogue built from them once per session.
+
+stemdb needs no ffmpeg program. A few tests compare against packages that do (``stempeg``, and ``museval`` /
+``musdb``, which import stempeg): they are marked ``ffmpeg`` and skip, naming the program, where it is missing;
+they import those packages only inside the test (:func:`import_or_skip`), so collection never needs them.
+"""
 
 from __future__ import annotations
 
+import importlib
 import shutil
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-from stemdb.audio import ffmpeg_available
 from stemdb.config import IngestConfig, MusdbLayout, SourceConfig, StemsLayout
 
 DATA = Path(__file__).parent / "data"
 MUSDB = DATA / "musdb"
 STEMS = DATA / "stems"
 STEM_MP4 = DATA / "musdb-stems"
+ENCODED = DATA / "encoded"
 
-requires_ffmpeg = pytest.mark.skipif(not ffmpeg_available(), reason="ffmpeg/ffprobe not on PATH (apt-get install ffmpeg)")
+FFMPEG_HINT = "`apt-get install -y ffmpeg` (stemdb itself does not need it)"
+
+
+def ffmpeg_on_path() -> bool:
+    """True when the ffmpeg and ffprobe programs are on PATH (what stempeg checks when it is imported)."""
+    return shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
+
+
+def import_or_skip(name: str) -> ModuleType:
+    """Import ``name`` (museval, musdb, stempeg) or skip the test with the reason; these raise RuntimeError, not
+    ImportError, at import when ffmpeg is missing, so ``pytest.importorskip`` would not catch it."""
+    if not ffmpeg_on_path():
+        pytest.skip(f"{name} needs the ffmpeg and ffprobe programs on PATH: {FFMPEG_HINT}")
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:  # noqa: BLE001 - any import failure is a reason to skip a comparison test
+        pytest.skip(f"{name} is not importable: {type(exc).__name__}: {exc}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``ffmpeg`` skip, naming the program, when it is not on PATH."""
+    if ffmpeg_on_path():
+        return
+    skip = pytest.mark.skip(reason=f"needs the ffmpeg and ffprobe programs on PATH: {FFMPEG_HINT}")
+    for item in items:
+        if "ffmpeg" in item.keywords:
+            item.add_marker(skip)
 
 
 def fixture_sources(*, with_mp4: bool = True) -> list[SourceConfig]:
@@ -31,7 +64,7 @@ def fixture_sources(*, with_mp4: bool = True) -> list[SourceConfig]:
             licence="mixed",
         ),
     ]
-    if with_mp4 and ffmpeg_available():
+    if with_mp4:
         srcs.append(SourceConfig(name="musdb-mp4", root=STEM_MP4, layout=MusdbLayout(), origin="musdb18"))
     return srcs
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 from typer.testing import CliRunner
 
+from pipelines.cli import app
 from stemdb.catalog import Catalog
-from stemdb.cli import app
 
 from .conftest import MUSDB, STEMS
 

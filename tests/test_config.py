@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from stemdb.config import HashSplit, load_config
+from augment.config import ProjectConfig, RemixConfig
+from stemdb.config import HashSplit, StemdbConfig, load_config
 from stemdb.errors import ConfigError
 
 ROOT = Path(__file__).parent.parent
 
 
 def test_project_data_yaml_loads_and_resolves_paths() -> None:
-    cfg = load_config(ROOT / "data.yaml")
+    cfg = load_config(ROOT / "data.yaml", schema=ProjectConfig)
     assert [s.name for s in cfg.sources] == ["fixture-musdb", "fixture-musdb-stems", "fixture-stems"]
     for s in cfg.sources:
         assert s.root.is_absolute() and s.root.is_dir(), s.root
@@ -46,7 +47,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, words: list[str]) -> None:
     with pytest.raises(ConfigError) as err:
-        load_config(_write(tmp_path, text))
+        load_config(_write(tmp_path, text), schema=ProjectConfig)
     msg = str(err.value)
     for w in words:
         assert w in msg, (w, msg)
@@ -70,3 +71,14 @@ def test_fingerprint_tracks_section_content() -> None:
     b = load_config(None, overrides={"remix": {"seconds": 3.0}})
     assert a.fingerprint("remix") != b.fingerprint("remix")
     assert a.fingerprint("ingest") == b.fingerprint("ingest")
+
+
+def test_each_layer_validates_its_own_sections(tmp_path: Path) -> None:
+    """The catalogue layer keeps ``remix`` as a mapping; the remix layer's schema types and validates it."""
+    path = _write(tmp_path, "remix:\n  seconds: 3\n  mode: shuffle\n")
+    low = load_config(path)
+    assert type(low) is StemdbConfig and low.remix == {"seconds": 3, "mode": "shuffle"}
+    with pytest.raises(ConfigError, match=r"remix\.mode='shuffle' is not allowed; allowed: 'cross_song'"):
+        load_config(path, schema=ProjectConfig)
+    ok = load_config(_write(tmp_path, "remix:\n  seconds: 3\n"), schema=ProjectConfig)
+    assert isinstance(ok.remix, RemixConfig) and ok.remix.seconds == 3.0

@@ -32,7 +32,7 @@ READY_TIMEOUT_S = 240.0
 
 def serve_command(port: int) -> list[str]:
     """``stemdb serve --port N`` when the CLI has it, else the module entry point."""
-    from stemdb import cli
+    from pipelines import cli
 
     names = {c.name or (c.callback.__name__ if c.callback else "") for c in cli.app.registered_commands}
     stemdb = shutil.which("stemdb", path=str(Path(sys.executable).parent))

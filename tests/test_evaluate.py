@@ -2,6 +2,10 @@
 
 museval is slow (about 2-6 s per 4-stem track on this machine, whatever the length: the 4096x4096 filter solves
 dominate), so the expensive scorings are module-scoped fixtures shared by several tests.
+
+stemdb scores through ``museval.metrics`` alone, which needs no ffmpeg. The direct ``museval.evaluate`` calls that
+cross-check it import museval's package, whose musdb/stempeg chain needs the ffmpeg program: those tests are marked
+``ffmpeg`` and skip without it; the values they pin (from museval 0.4.1) are checked either way.
 """
 
 from __future__ import annotations
@@ -10,24 +14,21 @@ import json
 import math
 from pathlib import Path
 
-import museval
 import numpy as np
 import pytest
 import torch
 
 from stemdb import audio
-from tests.conftest import MUSDB, STEM_MP4, requires_ffmpeg
+from tests.conftest import MUSDB, STEM_MP4, import_or_skip
+from train.bsseval import MAX_DB, bss_sdr, score_track
 from train.evaluate import (
-    MAX_DB,
     EvaluationError,
     MissingEstimateError,
-    bss_sdr,
     find_tracks,
     median_scores,
     read_scores,
     score_folders,
     score_mixture,
-    score_track,
     sdr_improvement,
     write_scores,
 )
@@ -42,6 +43,10 @@ SR = 44100
 # `museval.evaluate([vocals, drums, bass, other], [mixture] * 4, win=44100, hop=44100)` (museval 0.4.1, float64
 # arrays read from the fixture), then np.nanmedian over windows.
 HENDRIX_IDENTITY_SDR = {"vocals": -2.79082, "drums": -2.81688, "bass": -5.72618, "other": -9.64527}
+# The same kind of direct call for the near-oracle estimates (vocals, bass) and for vocals/accompaniment against the
+# mixture (museval 0.4.1); the ffmpeg-marked tests below repeat the calls.
+NEAR_ORACLE_SDR = {"vocals": 40.119369, "bass": 39.581097}
+HENDRIX_VOCALS_ACC_SDR = {"vocals": -2.790825, "accompaniment": 2.790817}
 
 
 def load_track(name: str, split: str = "train") -> dict[str, np.ndarray]:
@@ -150,7 +155,9 @@ def test_metrics_validate_inputs() -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_bss_sdr_agrees_with_museval_and_oracle_beats_identity(near_oracle, identity_run) -> None:
+@pytest.mark.ffmpeg
+def test_bss_sdr_agrees_with_museval(near_oracle) -> None:  # noqa: ANN001
+    museval = import_or_skip("museval")
     refs, ests = near_oracle
     ours = bss_sdr(refs, ests, SR)
     sdr_direct, *_ = museval.evaluate(
@@ -159,6 +166,13 @@ def test_bss_sdr_agrees_with_museval_and_oracle_beats_identity(near_oracle, iden
     )
     for i, stem in enumerate(ORACLE_STEMS):
         assert ours[stem] == pytest.approx(float(np.nanmedian(sdr_direct[i])), abs=1e-9)
+
+
+def test_bss_sdr_pinned_and_oracle_beats_identity(near_oracle, identity_run) -> None:  # noqa: ANN001
+    refs, ests = near_oracle
+    ours = bss_sdr(refs, ests, SR)
+    for stem in ORACLE_STEMS:
+        assert ours[stem] == pytest.approx(NEAR_ORACLE_SDR[stem], abs=1e-5)
     identity = identity_run[1]["tracks"][HENDRIX]
     for stem in ORACLE_STEMS:
         assert ours[stem] > 30.0, stem  # noise 40 dB down
@@ -174,12 +188,18 @@ def test_exact_oracle_is_clipped_not_infinite(hendrix: dict[str, np.ndarray]) ->
     assert scores["SI-SDR"] > 80.0
 
 
-def test_silent_reference_is_not_scored_and_museval_would_crash() -> None:
+@pytest.mark.ffmpeg
+def test_museval_would_crash_on_a_silent_reference() -> None:
+    museval = import_or_skip("museval")
     zep = load_track(ZEPPELIN)
-    assert not np.any(zep["vocals"])
     refs = [zep[s].T.astype(np.float64) for s in STEMS]
     with pytest.raises(ValueError, match="silent"):  # why the stem must be taken out of the joint evaluation
         museval.evaluate(refs, refs, win=SR, hop=SR)
+
+
+def test_silent_reference_is_not_scored() -> None:
+    zep = load_track(ZEPPELIN)
+    assert not np.any(zep["vocals"])
     ests = {"vocals": zep["mixture"], "bass": zep["mixture"]}
     scores = score_track(zep, ests, SR)
     assert scores["vocals"] == {"SDR": None, "SI-SDR": None}
@@ -288,19 +308,30 @@ def test_find_tracks_layouts() -> None:
         "The Easton Ellises - Falcon 69": STEM_MP4 / "test" / "The Easton Ellises - Falcon 69.stem.mp4"}
 
 
-def test_score_mixture_and_vocals_accompaniment_as_museval(hendrix: dict[str, np.ndarray]) -> None:
-    scores = score_mixture(MUSDB / "train", tracks=[HENDRIX], stems=["vocals", "accompaniment"])
-    track = scores["tracks"][HENDRIX]
+@pytest.fixture(scope="module")
+def vocals_accompaniment() -> dict:
+    return score_mixture(MUSDB / "train", tracks=[HENDRIX], stems=["vocals", "accompaniment"])
+
+
+def test_score_mixture_and_vocals_accompaniment(vocals_accompaniment: dict) -> None:
+    track = vocals_accompaniment["tracks"][HENDRIX]
     assert list(track) == ["vocals", "accompaniment"]
+    for stem, expected in HENDRIX_VOCALS_ACC_SDR.items():
+        assert track[stem]["SDR"] == pytest.approx(expected, abs=1e-5)
+    assert vocals_accompaniment["median"] == track
+
+
+@pytest.mark.ffmpeg
+def test_vocals_accompaniment_as_museval(vocals_accompaniment: dict, hendrix: dict[str, np.ndarray]) -> None:
+    museval = import_or_skip("museval")
+    track = vocals_accompaniment["tracks"][HENDRIX]
     acc = hendrix["drums"] + hendrix["bass"] + hendrix["other"]
     direct, *_ = museval.evaluate([hendrix["vocals"].T.astype(np.float64), acc.T.astype(np.float64)],
                                   [hendrix["mixture"].T.astype(np.float64)] * 2, win=SR, hop=SR)
     assert track["vocals"]["SDR"] == pytest.approx(float(np.nanmedian(direct[0])), abs=1e-6)
     assert track["accompaniment"]["SDR"] == pytest.approx(float(np.nanmedian(direct[1])), abs=1e-6)
-    assert scores["median"] == track
 
 
-@requires_ffmpeg
 def test_stem_mp4_references() -> None:
     scores = score_mixture(STEM_MP4, stems=["vocals"])
     mp4 = STEM_MP4 / "test" / "The Easton Ellises - Falcon 69.stem.mp4"

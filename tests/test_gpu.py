@@ -17,11 +17,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from augment.config import ProjectConfig, load_project
 from stemdb import audio
-from stemdb.config import StemdbConfig, load_config
 from train.data import RemixStream, StreamLoader
-from train.loop import train_run
 from train.models import build_model, model_names
+from train.run import train_run
 from train.separate import load_model, separate
 
 from .conftest import MUSDB
@@ -38,7 +38,7 @@ SMALL = {
     "convtasnet": {"filters": 32, "filter_length": 16, "bottleneck": 16, "hidden": 32, "skip": 16, "kernel": 3,
                    "blocks": 2, "repeats": 1},
 }
-BASE = load_config(ROOT / "data.yaml").remix
+BASE = load_project(ROOT / "data.yaml").remix
 
 
 @pytest.fixture()
@@ -111,7 +111,7 @@ def test_trainer_on_cuda_with_gpu_augment_trains_checkpoints_and_separates(
     heavy = {t: {"pitch": {"min_semitones": -2, "max_semitones": 2, "p": 0.5},
                  "stretch": {"min_rate": 0.9, "max_rate": 1.1, "p": 0.5},
                  "channel_swap": {"p": 0.5}, "polarity": {"p": 0.5}} for t in BASE.targets}
-    scfg = StemdbConfig(catalog=fixture_catalog, remix=BASE.model_copy(update={"augment": heavy, "seconds": 1.0}))
+    scfg = ProjectConfig(catalog=fixture_catalog, remix=BASE.model_copy(update={"augment": heavy, "seconds": 1.0}))
     overrides = {"steps": 8, "batch_size": 2, "device": "cuda", "precision": "bf16", "num_workers": 2,
                  "gpu_augment": True, "checkpoint_every": 4, "log_every": 1, "lr": 3e-3, "model_options": SMALL["unet"],
                  "valid": {"root": str(MUSDB / "test"), "every": 4, "seconds": 2.0}}

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from stemdb import audio
 from train.gpu_augment import GpuAugment, in_batch_remix, pitch_shift, pitch_stretch, time_stretch
-from train.gpu_augment import _resample as resample_2x
+from train.vocoder import resample_2x
 
 SR = 44100
 DATA = Path(__file__).parent / "data"

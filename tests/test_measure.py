@@ -21,7 +21,7 @@ from stemdb.measure import (
     measure,
 )
 
-from .conftest import DATA, MUSDB, STEM_MP4, requires_ffmpeg
+from .conftest import DATA, MUSDB, STEM_MP4
 
 WAV_FIXTURES = sorted(DATA.rglob("*.wav"))
 STEM_MP4_FILE = next(STEM_MP4.rglob("*.stem.mp4"))
@@ -49,8 +49,6 @@ def _sine(freq: float, sr: int, seconds: float, amplitude: float = 1.0) -> np.nd
 
 @pytest.fixture(scope="module")
 def stem_mp4_streams() -> list[tuple[np.ndarray, int]]:
-    if not audio.ffmpeg_available():
-        pytest.skip("ffmpeg/ffprobe not on PATH")
     return [audio.read(STEM_MP4_FILE, stream=i) for i in range(5)]
 
 
@@ -77,7 +75,6 @@ def test_lufs_within_0p1_of_pyloudnorm_on_every_wav_fixture(path: Path) -> None:
         assert abs(ours - ref) < 0.1, (path, ours, ref)
 
 
-@requires_ffmpeg
 @pytest.mark.parametrize("stream", range(5))
 def test_lufs_within_0p1_of_pyloudnorm_on_stem_mp4_streams(stem_mp4_streams, stream: int) -> None:  # noqa: ANN001
     x, sr = stem_mp4_streams[stream]

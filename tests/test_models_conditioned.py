@@ -1,7 +1,7 @@
 """The conditioned and band-split models (CU-Net, LaSAFT, D3Net / MMDenseLSTM) and the mel-weighted loss.
 
 Tiny configurations on CPU, one thread; the overfitting tests train on crops of the real MUSDB fixture tracks
-(``train.loop.load_crops``).
+(``train.validation.load_crops``).
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ import pytest
 import torch
 
 from train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from train.loop import Trainer, load_crops, train_config
+from train.config import train_config
 from train.losses import LOSSES, get_loss, loss_domain, mel_l1_spec
 from train.models import build_model, model_class
 from train.models.conditioning import ConditionedSpectralModel, check_target_index, select_targets
 from train.models.d3net import D2Block
 from train.models.spectral import SpectralMaskModel, apply_mixture_phase, istft
+from train.trainer import Trainer
+from train.validation import load_crops
 
 MUSDB = Path(__file__).parent / "data" / "musdb"
 SR = 44100
@@ -305,6 +307,7 @@ def test_overfits_real_fixture_crops(name, kw, loss_name, lr, steps):
     model.eval()
     with torch.no_grad():
         last = loss_now()  # every target, also for the conditioned models trained on one per item
+    print(f"{name} {loss_name}: {first.item():.4g} -> {last.item():.4g} ({last.item() / first.item():.2f})")
     assert last.item() < 0.55 * first.item(), (first.item(), last.item())
 
 

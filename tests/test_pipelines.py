@@ -49,12 +49,12 @@ def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(fixture_catalog: Path, config_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same set built by the plain-Python loop (augment.render.build_remix), no Prefect involved."""
-    from augment.render import build_remix
-    from stemdb.config import load_config
+    """The same set built by the plain-Python loop (augment.build.build_remix), no Prefect involved."""
+    from augment.build import build_remix
+    from augment.config import load_project
 
     out = tmp_path_factory.mktemp("reference") / "remix"
-    build_remix(fixture_catalog, out, n=N, seed=SEED, cfg=load_config(config_file).remix, seconds=SECONDS,
+    build_remix(fixture_catalog, out, n=N, seed=SEED, cfg=load_project(config_file).remix, seconds=SECONDS,
                 chunk_size=CHUNK)
     return out
 

@@ -4,7 +4,7 @@ their files, empty inputs, and the pages opened in headless Chromium.
 Catalogues: the session ``fixture_catalog`` (all bundled fixtures), a "messy" one ingested here from copies of the
 fixtures (one multitrack in both train and test, a renamed copy, two unreadable files), and empty ones. Remix sets:
 a recipes table built with pandas exactly as docs/recipes.md specifies, and a tiny real set from
-``augment.render.build_remix`` (4 mixtures x 2 s).
+``augment.build.build_remix`` (4 mixtures x 2 s).
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from augment.config import RemixConfig
+from augment.report import markdown_summary, remix_report
 from stemdb.catalog import Catalog
-from stemdb.config import IngestConfig, MusdbLayout, RemixConfig, SourceConfig, StemsLayout
+from stemdb.config import IngestConfig, MusdbLayout, SourceConfig, StemsLayout
 from stemdb.errors import CatalogError, StemdbError
-from stemdb.report import catalog_report, markdown_summary, remix_report
+from stemdb.report import catalog_report
 from stemdb.report.catalog_report import reason_category
 from stemdb.report.html import json_safe, summarize
 from tests.browser import Chromium, chromium_binary
@@ -206,7 +208,7 @@ def docs_report(docs_remix: tuple[Path, pd.DataFrame], fixture_catalog: Path, ou
 @pytest.fixture(scope="module")
 def real_remix(fixture_catalog: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real remix set: 4 mixtures x 2 s planned and rendered by the remix engine (vocals silent half the time)."""
-    from augment.render import build_remix
+    from augment.build import build_remix
 
     out = tmp_path_factory.mktemp("real_remix")
     build_remix(fixture_catalog, out, n=4, seed=3, cfg=RemixConfig(seconds=2.0, silent_prob={"vocals": 0.5}))

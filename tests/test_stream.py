@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
+from augment.config import load_project
 from augment.remix import plan_mixture
 from augment.render import render_recipe
 from stemdb import audio
-from stemdb.config import load_config
 from stemdb.errors import ConfigError
 from train.data import (
     MixtureFolders,
@@ -30,9 +30,11 @@ from train.data import (
 )
 from train.gpu_augment import GpuAugment
 
+from .conftest import STEM_MP4, import_or_skip
+
 ROOT = Path(__file__).parent.parent
 MUSDB = ROOT / "tests" / "data" / "musdb"
-BASE = load_config(ROOT / "data.yaml").remix
+BASE = load_project(ROOT / "data.yaml").remix
 LIGHT = {t: {"gain": {"min_db": -3, "max_db": 3, "p": 0.5}, "channel_swap": {"p": 0.5}, "polarity": {"p": 0.5}}
          for t in BASE.targets}
 CFG = BASE.model_copy(update={"augment": LIGHT})
@@ -350,7 +352,7 @@ def test_mixture_folders_crops_are_the_files_windows() -> None:
         MixtureFolders(MUSDB, split="nope")
 
 
-def test_musdb_tracks_full_tracks_through_musdb() -> None:
+def test_musdb_tracks_full_tracks() -> None:
     ds = MusdbTracks(MUSDB, subsets="train")
     assert len(ds) == 4 and ds.names[0] == "Music Delta - Hendrix"
     mix, tgt, name = ds[2]
@@ -366,3 +368,35 @@ def test_musdb_tracks_full_tracks_through_musdb() -> None:
     with pytest.raises(IndexError):
         ds[4]
     assert np.isfinite(mix.numpy()).all()
+    with pytest.raises(ConfigError, match="no tracks"):  # none of the fixture songs is on MUSDB's validation list
+        MusdbTracks(MUSDB, subsets="train", split="valid")
+    with pytest.raises(ConfigError, match="needs subsets='train'"):
+        MusdbTracks(MUSDB, subsets="test", split="train")
+    mp4 = MusdbTracks(STEM_MP4, subsets="test", is_wav=False, targets=("vocals", "accompaniment"))
+    m, t, n = mp4[0]
+    streams, _ = audio.read_stem_mp4(STEM_MP4 / "test" / f"{n}.stem.mp4")
+    assert torch.equal(m, torch.from_numpy(streams[0])) and torch.equal(t[0], torch.from_numpy(streams[4]))
+    np.testing.assert_allclose(t[1].numpy(), streams[1] + streams[2] + streams[3], atol=1e-6)
+
+
+@pytest.mark.ffmpeg
+def test_musdb_tracks_reads_what_musdb_reads() -> None:
+    """Same tracks, order, splits and values as ``musdb.DB`` (which needs ffmpeg). HQ folders: equal; .stem.mp4:
+    equal to 16-bit rounding once our float decode is rounded and clipped as musdb's stempeg path does (the
+    fixture's mixture peaks at 1.024 and musdb clips it)."""
+    musdb = import_or_skip("musdb")
+    names = ("vocals", "drums", "accompaniment", "linear_mixture")
+    for kw in ({"subsets": "train"}, {"subsets": ["train", "test"]}, {"subsets": "train", "split": "train"}):
+        db, ours = musdb.DB(root=str(MUSDB), is_wav=True, **kw), MusdbTracks(MUSDB, targets=names, **kw)
+        assert [t.name for t in db.tracks] == ours.names
+        for i, track in enumerate(db.tracks):
+            m, tgt, _ = ours[i]
+            np.testing.assert_array_equal(m.numpy(), track.audio.T.astype(np.float32))
+            for k, name in enumerate(names):
+                np.testing.assert_allclose(tgt[k].numpy(), track.targets[name].audio.T, atol=1e-6)
+    track = musdb.DB(root=str(STEM_MP4), is_wav=False, subsets="test").tracks[0]
+    m, tgt, name = MusdbTracks(STEM_MP4, subsets="test", is_wav=False, targets=("vocals",))[0]
+    assert name == track.name and m.shape == track.audio.T.shape
+    rounded = np.clip(np.round(m.numpy() * 32768), -32768, 32767) / 32768
+    assert np.max(np.abs(rounded - track.audio.T)) <= 1 / 32768
+    assert np.max(np.abs(m.numpy() - track.audio.T)) > 0.02  # what the rounding and clipping took away

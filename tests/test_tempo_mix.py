@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from augment.config import RemixConfig, TempoConfig
 from augment.recipe import Recipe
 from augment.remix import plan_recipes
 from augment.render import StemTable, render_recipe
-from stemdb.config import IngestConfig, RemixConfig, TempoConfig
+from stemdb.config import IngestConfig
 from stemdb.ingest import ingest_sources
 
 from .conftest import fixture_sources

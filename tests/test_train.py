@@ -28,17 +28,14 @@ from train.checkpoint import (
     model_from_checkpoint,
     save_checkpoint,
 )
-from train.loop import (
-    Crops,
-    Trainer,
-    TrainingError,
-    load_crops,
-    read_csv,
-    resolve_precision,
-    train_config,
-)
+from train.config import train_config
+from train.feed import TrainingError
 from train.models import SeparationModel, build_model
+from train.runlog import read_csv
+from train.runtime import resolve_precision
 from train.separate import crossfade_window, load_model, separate, separate_file, separate_tensor
+from train.trainer import Trainer
+from train.validation import ArrayDataset, Crops, load_crops
 
 from .conftest import MUSDB, STEMS
 
@@ -211,8 +208,6 @@ def _ddp_worker(rank: int, world: int, rendezvous: str, out: str, mixtures: torc
                 targets: torch.Tensor) -> None:
     import torch.distributed as dist
 
-    from train.loop import ArrayDataset
-
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     try:
@@ -227,8 +222,6 @@ def _ddp_worker(rank: int, world: int, rendezvous: str, out: str, mixtures: torc
 
 def test_ddp_two_gloo_processes_match_one_process(crops: Crops, tmp_path: Path) -> None:
     mix, tgt = crops.mixture[:, :, :8000].clone(), crops.targets[:, :, :, :8000].clone()
-    from train.loop import ArrayDataset
-
     model = build_model("convtasnet", targets=TARGETS, seed=0, **TASNET)
     single = Trainer(model, cfg(steps=4, batch_size=4, lr=1e-2), out=tmp_path / "one",
                      train_data=ArrayDataset(mix, tgt)).fit()
@@ -310,7 +303,7 @@ def _tiny_yaml(path: Path, catalog: Path, **train: object) -> Path:
 @pytest.fixture(scope="module")
 def cli_run(fixture_catalog: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     """``train --config ... --out RUN`` on the remix stream: (config, run folder, output)."""
-    from train.cli import app
+    from pipelines.cli import app
 
     tmp = tmp_path_factory.mktemp("cli")
     conf = _tiny_yaml(tmp / "data.yaml", fixture_catalog)
@@ -322,7 +315,7 @@ def cli_run(fixture_catalog: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def test_cli_train_on_the_remix_stream_then_separate(cli_run: tuple[Path, Path, str], tmp_path: Path) -> None:
-    from train.cli import app
+    from pipelines.cli import app
 
     conf, run, output = cli_run
     assert "trained to step 3" in output
@@ -344,7 +337,7 @@ def test_cli_train_on_the_remix_stream_then_separate(cli_run: tuple[Path, Path, 
 
 @pytest.mark.slow  # two museval scorings (model and mixture baseline): 10-30 s on a busy 2-core machine
 def test_cli_evaluate_run_scores_against_the_mixture(cli_run: tuple[Path, Path, str], tmp_path: Path) -> None:
-    from train.cli import app
+    from pipelines.cli import app
 
     _, run, _ = cli_run
     scores = tmp_path / "scores.json"

@@ -14,9 +14,8 @@ import pytest
 from scipy.signal import welch
 
 import stemdb.measure
+from augment.chain import CHAIN_ORDER, RECORD_FIELDS, StemAugment, from_config, neutral_record
 from augment.transforms import (
-    CHAIN_ORDER,
-    RECORD_FIELDS,
     ChannelSwap,
     ChannelSwapParams,
     Gain,
@@ -30,12 +29,9 @@ from augment.transforms import (
     PolarityParams,
     SpectralFilter,
     SpectralFilterParams,
-    StemAugment,
     StretchParams,
     TimeStretch,
     filter_response_db,
-    from_config,
-    neutral_record,
 )
 from stemdb.audio import read
 from stemdb.errors import ConfigError
@@ -292,7 +288,7 @@ def test_same_params_give_bit_identical_output_on_repeated_calls(rock_vocals) ->
 
 _SUBPROCESS = """
 import hashlib, sys, numpy as np
-from augment.transforms import StemAugment
+from augment.chain import StemAugment
 from stemdb.audio import read
 audio, sr = read(sys.argv[1])
 chain = StemAugment.from_config({k: {"p": 1.0} for k in ("pitch", "stretch", "spectral_filter", "loudness", "gain")})

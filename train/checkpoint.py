@@ -7,7 +7,7 @@ runs pickled code. Its keys::
     format, format_version        "stemdb-train-checkpoint", 1
     model_config                  SeparationModel.config(): rebuilds the architecture (build_model(**cfg))
     model_state                   the model's state_dict (tensors)
-    train_config                  the resolved training options (train.loop.TrainConfig as JSON)
+    train_config                  the resolved training options (train.config.TrainConfig as JSON)
     stemdb_config                 the resolved data.yaml (JSON), or None
     catalog_fingerprint           stemdb.catalog.Catalog.fingerprint() of the training catalogue, or None
     code_version                  {"stemdb": __version__, "git": `git describe --always --dirty` or None}

@@ -34,9 +34,11 @@ import torch
 from torch import Tensor
 
 from stemdb import audio
+from stemdb.shaping import fit_length, resample
 from train.checkpoint import load_checkpoint, model_from_checkpoint
-from train.loop import AmpPolicy, Precision, resample, resolve_device, resolve_precision
+from train.config import Precision
 from train.models import SeparationModel
+from train.runtime import AmpPolicy, resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -172,8 +174,7 @@ def separate(
     result = {}
     for s, stem in enumerate(model.targets):
         y = resample(est[s].cpu().numpy(), model.sample_rate, sample_rate)
-        y = y[:, :n_in] if y.shape[1] >= n_in else np.pad(y, ((0, 0), (0, n_in - y.shape[1])))
-        result[stem] = np.ascontiguousarray(y, dtype=np.float32)
+        result[stem] = np.ascontiguousarray(fit_length(y, n_in), dtype=np.float32)
     return result
 
 
@@ -246,53 +247,62 @@ def evaluate_run(
     Raises:
         train.evaluate.EvaluationError: no tracks match.
     """
-    from train.evaluate import (
-        EvaluationError,
-        ReferenceTrack,
-        find_tracks,
-        score_folders,
-        score_mixture,
-        sdr_improvement,
-        write_scores,
-    )
+    from train.evaluate import score_folders, score_mixture, sdr_improvement, write_scores
 
     model = load_model(run, device=resolve_device(device))
-    found = find_tracks(Path(musdb_root), allow_stem_mp4=True)
-    names = sorted(n for n, p in found.items() if split is None or _split_of(p) == split)
-    if tracks is not None:
-        wanted = list(tracks)
-        missing = sorted(set(wanted) - set(names))
-        if missing:
-            raise EvaluationError(f"tracks {missing} not under {musdb_root}" + (f" ({split})" if split else ""))
-        names = wanted
-    if not names:
-        raise EvaluationError(f"{musdb_root}: no tracks" + (f" in split {split!r}" if split else ""))
+    found, names = _pick_tracks(Path(musdb_root), split=split, tracks=tracks)
     with tempfile.TemporaryDirectory(prefix="stemdb-eval-") as tmp:
         est_root = Path(estimates) if estimates is not None else Path(tmp)
         for i, name in enumerate(names):
-            ref = ReferenceTrack(name, found[name])
-            if ref.is_stem_mp4:
-                src, stream = ref.path, 0
-            else:
-                src, stream = ref.stem_path("mixture"), None
-                if src is None:
-                    raise EvaluationError(f"{ref.path}: no mixture.wav/.flac to separate")
-            separate_file(src, model, est_root / name, stream=stream, chunk_seconds=chunk_seconds,
-                          precision=precision)
+            _separate_track(model, name, found[name], est_root / name, chunk_seconds=chunk_seconds,
+                            precision=precision)
             if on_track:
                 on_track(name, i + 1, len(names))
         scores = score_folders(est_root, Path(musdb_root), stems=model.targets, workers=workers)
         base = baseline if baseline is not None else score_mixture(Path(musdb_root), tracks=names,
                                                                     stems=model.targets, workers=workers)
-    result = {
-        **scores,
-        "mixture": base,
-        "improvement": sdr_improvement(scores, base),
-        "run": {"checkpoint": model.checkpoint, "step": _step_of(model.checkpoint)},
-    }
+    result = {**scores, "mixture": base, "improvement": sdr_improvement(scores, base),
+              "run": {"checkpoint": model.checkpoint, "step": _step_of(model.checkpoint)}}
     if out is not None:
         write_scores(result, Path(out))
     return result
+
+
+def _pick_tracks(root: Path, *, split: str | None, tracks: Iterable[str] | None) -> tuple[dict[str, Path], list[str]]:
+    """The reference tracks under ``root`` and the names to evaluate (``tracks``, else all of ``split``).
+
+    Raises:
+        train.evaluate.EvaluationError: a named track is missing, or no track is left.
+    """
+    from train.evaluate import EvaluationError, find_tracks
+
+    found = find_tracks(root, allow_stem_mp4=True)
+    names = sorted(n for n, p in found.items() if split is None or _split_of(p) == split)
+    if tracks is not None:
+        wanted = list(tracks)
+        missing = sorted(set(wanted) - set(names))
+        if missing:
+            raise EvaluationError(f"tracks {missing} not under {root}" + (f" ({split})" if split else ""))
+        names = wanted
+    if not names:
+        raise EvaluationError(f"{root}: no tracks" + (f" in split {split!r}" if split else ""))
+    return found, names
+
+
+def _separate_track(model: SeparationModel, name: str, path: Path, out: Path, *, chunk_seconds: float | None,
+                    precision: Precision) -> None:
+    """Separate one reference track's mixture (a ``mixture.{wav,flac}`` or a ``.stem.mp4``'s stream 0) into
+    ``out``."""
+    from train.evaluate import EvaluationError, ReferenceTrack
+
+    ref = ReferenceTrack(name, path)
+    if ref.is_stem_mp4:
+        src, stream = ref.path, 0
+    else:
+        src, stream = ref.stem_path("mixture"), None
+        if src is None:
+            raise EvaluationError(f"{ref.path}: no mixture.wav/.flac to separate")
+    separate_file(src, model, out, stream=stream, chunk_seconds=chunk_seconds, precision=precision)
 
 
 def _split_of(path: Path) -> str | None:

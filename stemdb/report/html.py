@@ -302,20 +302,16 @@ def write_report(page: Page, stats: Mapping[str, Any], out_html: Path) -> dict[s
 
 # -- markdown ----------------------------------------------------------------------------------------------------
 def markdown_summary(stats: Mapping[str, Any]) -> str:
-    """A short markdown digest of a catalogue or remix report's stats (what a Prefect artifact shows).
-
-    Works on the dict returned by :func:`stemdb.report.catalog_report` or :func:`stemdb.report.remix_report`
-    (dispatching on ``stats["report"]``).
-    """
+    """A short markdown digest of a catalogue report's stats (what a Prefect artifact shows): the dict returned by
+    :func:`stemdb.report.catalog_report` (``stats["report"] == "catalog"``). A remix report's digest is
+    :func:`augment.report.markdown_summary`'s (which takes both)."""
     kind = stats.get("report")
     if kind == "catalog":
         return _md_catalog(stats)
-    if kind == "remix":
-        return _md_remix(stats)
-    raise ValueError(f"markdown_summary: stats['report'] is {kind!r}; expected 'catalog' or 'remix'")
+    raise ValueError(f"markdown_summary: stats['report'] is {kind!r}; expected 'catalog'")
 
 
-def _md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
@@ -330,7 +326,7 @@ def _md_catalog(s: Mapping[str, Any]) -> str:
                f"{t['duplicates']:,} duplicates, {t['rejects']:,} rejected files, "
                f"{len(s['leakage']['songs']) + len(s['leakage']['content'])} train/test leakage findings.")
     if s["files_by_kind"]:
-        out += ["", _md_table(["kind", "files", "hours", "share of stem hours"],
+        out += ["", md_table(["kind", "files", "hours", "share of stem hours"],
                               ([k, s["files_by_kind"][k], s["hours_by_kind"][k], s["kind_share"].get(k)]
                                for k in s["files_by_kind"]))]
     findings = []
@@ -345,31 +341,4 @@ def _md_catalog(s: Mapping[str, Any]) -> str:
         findings.append(f"- {n} flagged `{flag}`")
     if findings:
         out += ["", "## Findings", *findings]
-    return "\n".join(out) + "\n"
-
-
-def _md_remix(s: Mapping[str, Any]) -> str:
-    t = s["totals"]
-    out = [f"# Remix report: `{s.get('remix_dir', '')}`", ""]
-    if s.get("empty"):
-        out.append("**The remix set is empty**: no recipes.")
-    out.append(f"**{t['mixtures']:,} mixtures, {fmt(t['hours'])} h** "
-               f"({', '.join(f'{k}: {v:,}' for k, v in s['mixtures_by_split'].items())}); "
-               f"mixture loudness median {fmt(s['mix_lufs']['summary']['median'], 1)} LUFS.")
-    if s["targets"]:
-        rows = []
-        for tg in s["targets"]:
-            lv = s["rel_level_by_target"].get(tg, {})
-            rows.append([tg, s["files_by_kind"].get(tg, 0), s["hours_by_kind"].get(tg, 0.0),
-                         s["silent_share_by_target"].get(tg), (lv.get("remix") or {}).get("median"),
-                         (lv.get("real") or {}).get("median"), s["stem_usage"]["by_target"][tg]["max_reuse"]])
-        out += ["", _md_table(["target", "stems used", "hours", "silent share", "level vs mix (LU, median)",
-                               "real multitracks (LU, median)", "max reuse"], rows)]
-    cmp = s.get("mix_lufs_vs_real") or {}
-    if cmp.get("diff_lu") is not None:
-        out += ["", f"Mixtures are {fmt(cmp['diff_lu'], 1)} LU relative to the catalogue's real mixtures "
-                    f"(median {fmt(cmp['remix_median'], 1)} vs {fmt(cmp['real_median'], 1)} LUFS)."]
-    if s.get("beat_score"):
-        out += ["", f"Beat-alignment score: median {fmt(s['beat_score']['summary']['median'])} "
-                    f"over {s['beat_score']['summary']['count']} mixtures."]
     return "\n".join(out) + "\n"

@@ -4,7 +4,7 @@
   and DataLoader workers, ordered by ``(seed, epoch)``, resumable mid-epoch.
 - :class:`MixtureFolders`: random crops from MUSDB18-HQ-layout folders (ours or the real MUSDB18-HQ), same
   sharding and resume.
-- :class:`MusdbTracks`: full tracks through the ``musdb`` package, for validation.
+- :class:`MusdbTracks`: full tracks of a MUSDB18(-HQ) folder as the ``musdb`` package reads them, for validation.
 - :class:`StreamLoader`: batches of a stream rendered in place in reused shared-memory buffers (the fast path),
   optionally moved to the device with GPU pitch/stretch (:func:`device_batch`).
 

@@ -1,8 +1,8 @@
 """Rendered or real MUSDB18-HQ-layout sets: random crops as a stream (``MixtureFolders``), full tracks for
-validation (``MusdbTracks``).
+validation (``MusdbTracks``, which reads what the ``musdb`` package reads without needing ffmpeg).
 
 Layout: ``<root>/<split>/<track>/{mixture,<target>...}.wav`` (FLAC accepted by ``MixtureFolders``) - what
-``augment.render.build_remix`` writes and what MUSDB18-HQ ships.
+``augment.build.build_remix`` writes and what MUSDB18-HQ ships.
 """
 
 from __future__ import annotations
@@ -166,52 +166,87 @@ class MixtureFolders(IndexedStream):
 
 
 class MusdbTracks(Dataset):
-    """Full tracks through the ``musdb`` package (``musdb.DB``), for validation.
+    """Full tracks of a MUSDB18(-HQ) folder, for validation, read the way the ``musdb`` package reads them (same
+    tracks, order, splits and targets) but through :mod:`stemdb.audio`, so no ffmpeg program is needed.
 
     ``dataset[i]`` is ``(mixture (C, T), targets (S, C, T), name)``: float32 tensors at the set's rate (44.1 kHz for
     MUSDB18), ``S`` in ``targets`` order, ``T`` the whole track.
 
     Args:
         root: the MUSDB18(-HQ) folder (holding ``train/`` and ``test/``).
-        subsets: ``"train"``, ``"test"`` or both.
-        split: ``"train"`` / ``"valid"`` (MUSDB18's official validation tracks within ``subsets="train"``) or None.
-        targets: target names as musdb knows them (``vocals``, ``drums``, ``bass``, ``other``, ``accompaniment``).
-        is_wav: the HQ layout (WAV folders) instead of ``.stem.mp4`` files.
+        subsets: ``"train"``, ``"test"`` or both; tracks are sorted by name within each subset, subsets in order.
+        split: ``"train"`` / ``"valid"`` (MUSDB18's official validation tracks, as the installed ``musdb`` package
+            lists them, within ``subsets="train"``) or None.
+        targets: ``vocals``, ``drums``, ``bass``, ``other``, ``accompaniment`` (drums + bass + other),
+            ``linear_mixture`` (the sum of the four), as musdb names them.
+        is_wav: the HQ layout (``<track>/<stem>.wav`` folders) instead of ``<track>.stem.mp4`` files.
         mono: average the channels.
     """
 
+    SOURCES = ("vocals", "drums", "bass", "other")
+    SUMS = {"accompaniment": ("drums", "bass", "other"), "linear_mixture": ("vocals", "drums", "bass", "other")}
+
     def __init__(self, root: str | Path, *, subsets: str | Sequence[str] = "test", split: str | None = None,
                  targets: Sequence[str] = MUSDB_TARGETS, is_wav: bool = True, mono: bool = False) -> None:
-        import musdb
-
-        if not Path(root).is_dir():
+        root = Path(root)
+        if not root.is_dir():
             raise ConfigError(f"root={str(root)!r} is not a folder", key="root")
-        self.db = musdb.DB(root=str(root), is_wav=is_wav, subsets=subsets, split=split)
-        if len(self.db) == 0:
-            raise ConfigError(f"musdb found no tracks under {root} (subsets={subsets!r}, split={split!r}, "
-                              f"is_wav={is_wav})", key="root")
-        self.targets = tuple(targets)
-        unknown = [t for t in self.targets if t not in self.db.tracks[0].targets]
+        subsets = [subsets] if isinstance(subsets, str) else list(subsets)
+        if split not in (None, "train", "valid"):
+            raise ConfigError(f"split={split!r} is not allowed: None, 'train' or 'valid'", key="split")
+        if split is not None and subsets != ["train"]:
+            raise ConfigError(f"split={split!r} needs subsets='train' (got {subsets!r})", key="split")
+        allowed = (*self.SOURCES, *self.SUMS)
+        unknown = [t for t in targets if t not in allowed]
         if unknown:
-            raise ConfigError(f"targets {unknown} are not allowed: musdb knows {list(self.db.tracks[0].targets)}",
-                              key="targets")
+            raise ConfigError(f"targets {unknown} are not allowed: musdb knows {list(allowed)}", key="targets")
+        from stemdb.scan import musdb_validation_tracks  # the package's list, read without importing musdb
+
+        valid = musdb_validation_tracks()
+        self.tracks: list[tuple[str, Path]] = []
+        for subset in subsets:
+            folder = root / subset
+            entries = sorted(folder.iterdir()) if folder.is_dir() else []
+            for e in entries:
+                name = e.name[: -len(".stem.mp4")] if not is_wav and audio_io.is_stem_mp4(e) else e.name
+                usable = e.is_dir() and (e / "mixture.wav").is_file() if is_wav else audio_io.is_stem_mp4(e)
+                if not usable or (split == "valid" and name not in valid) or (split == "train" and name in valid):
+                    continue
+                self.tracks.append((name, e))
+        if not self.tracks:
+            raise ConfigError(f"no tracks under {root} (subsets={subsets!r}, split={split!r}, is_wav={is_wav})",
+                              key="root")
+        self.targets = tuple(targets)
+        self.is_wav = bool(is_wav)
         self.mono = bool(mono)
 
     @property
     def names(self) -> list[str]:
-        return [t.name for t in self.db.tracks]
+        return [name for name, _ in self.tracks]
 
     def __len__(self) -> int:
-        return len(self.db.tracks)
+        return len(self.tracks)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, str]:
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} tracks")
-        track = self.db.tracks[i]
-        mix = self._chan(track.audio)
-        tgt = np.stack([self._chan(track.targets[t].audio) for t in self.targets])
-        return torch.from_numpy(mix), torch.from_numpy(tgt), str(track.name)
+        name, path = self.tracks[i]
+        mix, stems = self._read(path)
+        tgt = np.stack([self._chan(self._target(stems, t)) for t in self.targets])
+        return torch.from_numpy(self._chan(mix)), torch.from_numpy(tgt), name
+
+    def _read(self, path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        if self.is_wav:
+            mix = audio_io.read(path / "mixture.wav")[0]
+            return mix, {s: audio_io.read(path / f"{s}.wav")[0] for s in self.SOURCES}
+        data, _ = audio_io.read_stem_mp4(path)  # streams: mixture, drums, bass, other, vocals
+        return data[0], {s: data[audio_io.STEM_MP4_STREAMS.index(s)] for s in self.SOURCES}
+
+    def _target(self, stems: dict[str, np.ndarray], name: str) -> np.ndarray:
+        if name in self.SUMS:
+            return np.sum([stems[s].astype(np.float64) for s in self.SUMS[name]], axis=0).astype(np.float32)
+        return stems[name]
 
     def _chan(self, a: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(a.T, dtype=np.float32)  # musdb gives (T, C) float64
+        x = np.ascontiguousarray(a, dtype=np.float32)
         return x.mean(axis=0, keepdims=True) if self.mono else x

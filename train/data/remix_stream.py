@@ -28,13 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
+from augment.config import RemixConfig, remix_section
+from augment.config import remix_config as base_remix_config
+from augment.pool import build_pool
 from augment.recipe import Recipe
-from augment.remix import build_pool, chain_for, plan_mixture, plan_recipes
+from augment.remix import chain_for, plan_mixture, plan_recipes
 from augment.render import StemTable, render_recipe
 from stemdb.catalog import Catalog
-from stemdb.config import RemixConfig, StemdbConfig, load_config
+from stemdb.config import StemdbConfig
 from stemdb.errors import ConfigError
 from train.data.base import IndexedStream
 from train.data.sharding import epoch_seed
@@ -45,36 +47,15 @@ STRETCH_MARGIN = 8
 
 def remix_config(config: str | Path | StemdbConfig | RemixConfig | dict | None, *,
                  sample_rate: int | None = None, mono: bool = False) -> RemixConfig:
-    """The ``remix`` section from a ``data.yaml`` path, a loaded config, a ``RemixConfig``, a plain mapping of the
-    section, or ``None`` (defaults), with the stream's overrides applied and validated."""
-    if config is None:
-        cfg = RemixConfig()
-    elif isinstance(config, RemixConfig):
-        cfg = config
-    elif isinstance(config, StemdbConfig):
-        cfg = config.remix
-    elif isinstance(config, dict):
-        cfg = _validate(config)
-    elif isinstance(config, str | Path):
-        cfg = load_config(config).remix
-    else:
-        raise ConfigError(f"config={config!r} is not allowed: a data.yaml path, StemdbConfig, RemixConfig, a "
-                          "mapping of the remix section, or None", key="config")
+    """The ``remix`` section (:func:`augment.config.remix_config`) with the stream's overrides (output rate, mono)
+    applied and validated."""
+    cfg = base_remix_config(config)
     update: dict[str, Any] = {}
     if sample_rate is not None:
         update["sample_rate"] = sample_rate
     if mono:
         update["channels"] = 1
-    return _validate({**cfg.model_dump(), **update}) if update else cfg
-
-
-def _validate(data: dict) -> RemixConfig:
-    try:
-        return RemixConfig.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = "remix." + ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{key}: {err['msg']} (got {err.get('input')!r})", key=key) from exc
+    return remix_section({**cfg.model_dump(), **update}) if update else cfg
 
 
 def max_stretch_rate(cfg: RemixConfig) -> float:

@@ -84,6 +84,8 @@ class BLSTM(SpectralMaskModel):
     """
 
     name = "blstm"
+    default_loss = "mse_spec"
+    TINY = {"n_fft": 256, "hop_length": 64, "hidden": 16, "layers": 2, "max_bin": 100, "dropout": 0.0}
 
     def __init__(
         self,

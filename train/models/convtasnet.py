@@ -95,6 +95,9 @@ class ConvTasNet(SeparationModel):
     """
 
     name = "convtasnet"
+    default_loss = "l1_wave"
+    TINY = {"filters": 16, "filter_length": 16, "bottleneck": 8, "hidden": 16, "skip": 8, "blocks": 3,
+            "repeats": 2}
 
     def __init__(
         self,

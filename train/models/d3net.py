@@ -232,6 +232,16 @@ def _per_band(name: str, value: Any, bands: int, lengths: Sequence[int] | None =
             for i, v in enumerate(value)]
 
 
+def _band_edges(band_split: Sequence[int], max_bin: int) -> list[int]:
+    """``[0, *band_split, max_bin]``, checked to increase strictly (an empty ``band_split``: one band)."""
+    no_split = isinstance(band_split, Sequence) and not isinstance(band_split, str) and len(band_split) == 0
+    split = [] if no_split else _int_list("band_split", band_split)
+    edges = [0, *split, max_bin]
+    if any(a >= b for a, b in zip(edges[:-1], edges[1:], strict=True)):
+        raise ValueError(f"band_split must increase strictly inside (0, max_bin={max_bin}), got {split}")
+    return edges
+
+
 class D3Net(SpectralMaskModel):
     """D3Net (or MMDenseLSTM with ``mmdenselstm=True``): one band-split network per target, magnitudes.
 
@@ -294,12 +304,8 @@ class D3Net(SpectralMaskModel):
             targets=targets, channels=channels, sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length
         )
         self.max_bin = check_max_bin(check_int("max_bin", max_bin, minimum=2), bins=self.bins, n_fft=n_fft)
-        no_split = isinstance(band_split, Sequence) and not isinstance(band_split, str) and len(band_split) == 0
-        split = [] if no_split else _int_list("band_split", band_split)
-        edges = [0, *split, self.max_bin]
-        if any(a >= b for a, b in zip(edges[:-1], edges[1:], strict=True)):
-            raise ValueError(f"band_split must increase strictly inside (0, max_bin={self.max_bin}), got {split}")
-        self.band_split, n_bands = split, len(split) + 1
+        edges = _band_edges(band_split, self.max_bin)
+        self.band_split, n_bands = edges[1:-1], len(edges) - 1
         self.band_features = _int_list("band_features", band_features, length=n_bands)
         self.band_growth = _per_band("band_growth", band_growth, n_bands)
         lengths = [len(g) for g in self.band_growth]
@@ -320,7 +326,13 @@ class D3Net(SpectralMaskModel):
         self.mmdenselstm = mmdenselstm
         self.lstm_hidden = check_int("lstm_hidden", lstm_hidden, minimum=1)
         self.init_scale = init_scale
-        self.branches = nn.ModuleList(
+        self.branches = self._build_branches(edges)
+        if init_scale is not None:
+            scale_init_(self, init_scale)
+
+    def _build_branches(self, edges: list[int]) -> nn.ModuleList:
+        """One :class:`D3NetBranch` per target over the band ``edges``."""
+        return nn.ModuleList(
             D3NetBranch(
                 self.channels, edges=edges, band_features=self.band_features, band_growth=self.band_growth,
                 band_layers=self.band_layers, band_blocks=self.band_blocks, full_features=self.full_features,
@@ -330,8 +342,6 @@ class D3Net(SpectralMaskModel):
             )
             for _ in self.targets
         )
-        if init_scale is not None:
-            scale_init_(self, init_scale)
 
     def _arch_config(self) -> dict[str, Any]:
         return {

@@ -204,7 +204,12 @@ class LaSAFT(ConditionedSpectralModel):
         self.embedding_dim = check_int("embedding_dim", embedding_dim, minimum=1)
         self.control_layers = check_int("control_layers", control_layers, minimum=1)
         self.init_scale = init_scale
+        self._build_layers()
+        if init_scale is not None:
+            scale_init_(self, init_scale)
 
+    def _build_layers(self) -> None:
+        """The embedding, the U-Net of TFC-LaSAFT blocks, the GPoCM control and the output convolution."""
         c, levels = self.internal_channels, self.blocks // 2
         step = 2**levels
         self.dim_f = -(-(self.n_fft // 2) // step) * step  # n_fft // 2 bins, padded to a multiple of 2**levels
@@ -226,8 +231,6 @@ class LaSAFT(ConditionedSpectralModel):
         with torch.no_grad():  # a quiet first estimate (see the module docstring)
             self.last.weight.mul_(0.01)
             self.last.bias.zero_()
-        if init_scale is not None:
-            scale_init_(self, init_scale)
 
     def _arch_config(self) -> dict[str, Any]:
         return {

@@ -110,6 +110,8 @@ class UNet(SpectralMaskModel):
     """
 
     name = "unet"
+    default_loss = "l1_spec"
+    TINY = {"n_fft": 256, "hop_length": 64, "levels": 3, "base_filters": 4, "max_bin": 100, "dropout": 0.0}
 
     def __init__(
         self,

@@ -1,7 +1,9 @@
 """The ``stemdb`` command line. Thin: each command parses options, calls one library function, prints a summary.
 
-Heavy modules (torch, prefect, matplotlib) are imported inside the commands that need them, so ``stemdb --help``
-stays fast.
+One function per command; the heavy modules (torch, prefect, matplotlib) are imported inside the commands that
+need them, so ``stemdb --help`` and ``stemdb catalog summary`` import no torch (tests/test_architecture.py checks).
+``python -m pipelines ARGS`` is the same command line (what ``torchrun`` launches on every rank for
+``stemdb train --nproc N``).
 """
 
 from __future__ import annotations
@@ -9,13 +11,16 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 
+from pipelines.launch import overrides_from, torchrun_args, torchrun_command
 from stemdb.errors import StemdbError
 
 app = typer.Typer(help="stemdb: turn loose music stems and MUSDB18 into source-separation training data.",
@@ -27,18 +32,13 @@ app.add_typer(report_app, name="report")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="data.yaml (default: ./data.yaml if present)")]
 CatalogOpt = Annotated[Path | None, typer.Option("--catalog", help="catalogue folder (default: from data.yaml)")]
+DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")]
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def _load(config: Path | None):  # noqa: ANN202 - augment.config.ProjectConfig
+    from augment.config import load_project
 
-
-def _load(config: Path | None):  # noqa: ANN202
-    from stemdb.config import load_config
-
-    if config is None and Path("data.yaml").is_file():
-        config = Path("data.yaml")
-    return load_config(config)
+    return load_project(config)
 
 
 def _catalog_dir(config: Path | None, catalog: Path | None) -> Path:
@@ -56,14 +56,21 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
-def _fail(exc: Exception) -> None:
+def _fail(exc: Exception) -> NoReturn:
     typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
 
 
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
-    _setup_logging(verbose)
+    rank = int(os.environ.get("RANK", "0"))  # set by torchrun on every rank of `stemdb train --nproc N`
+    level = logging.DEBUG if verbose else (logging.INFO if rank == 0 else logging.WARNING)
+    tag = f" [rank {rank}]" if "RANK" in os.environ else ""
+    logging.basicConfig(level=level, format=f"%(levelname)s{tag} %(name)s: %(message)s")
 
 
 @app.command()
@@ -81,17 +88,17 @@ def ingest(
 
     try:
         cfg = _load(config)
-        updates = {k: v for k, v in (("workers", workers), ("tempo", tempo)) if v is not None}
-        icfg = cfg.ingest.model_copy(update=updates)
+        icfg = cfg.ingest.model_copy(update={k: v for k, v in (("workers", workers), ("tempo", tempo))
+                                             if v is not None})
+        if folder is not None and layout is None:
+            raise typer.BadParameter("FOLDER needs --layout stems|musdb")
+        if folder is None and not cfg.sources:
+            raise typer.BadParameter("no sources: give FOLDER --layout, or a data.yaml with sources")
         with _progress("measuring") as progress:
             if folder is not None:
-                if layout is None:
-                    raise typer.BadParameter("FOLDER needs --layout stems|musdb")
                 report = ingest_folder(folder, layout=layout, catalog=catalog or cfg.catalog, cfg=icfg,
                                        progress=progress)
             else:
-                if not cfg.sources:
-                    raise typer.BadParameter("no sources: give FOLDER --layout, or a data.yaml with sources")
                 report = ingest_sources(cfg.sources, catalog or cfg.catalog, cfg=icfg, progress=progress)
     except StemdbError as exc:
         _fail(exc)
@@ -157,7 +164,7 @@ def remix(
     catalog: CatalogOpt = None,
 ) -> None:
     """Draw N random cross-song mixtures, write recipes.parquet and OUT/<split>/<mix_id>/{mixture,targets}.wav."""
-    from augment.render import build_remix
+    from augment.build import build_remix
 
     try:
         cfg = _load(config)
@@ -188,9 +195,7 @@ def evaluate(
     write_scores(scores, out)
     typer.echo(f"{'stem':<12} {'SDR':>8} {'SI-SDR':>8}   (median over {len(scores['tracks'])} tracks)")
     for stem, v in scores["median"].items():
-        sdr = "n/a" if v["SDR"] is None else f"{v['SDR']:.2f}"
-        si = "n/a" if v["SI-SDR"] is None else f"{v['SI-SDR']:.2f}"
-        typer.echo(f"{stem:<12} {sdr:>8} {si:>8}")
+        typer.echo(f"{stem:<12} {_num(v['SDR']):>8} {_num(v['SI-SDR']):>8}")
     typer.echo(f"wrote {out}")
 
 
@@ -222,8 +227,8 @@ def report_remix(
     catalog: CatalogOpt = None,
 ) -> None:
     """Remix-set statistics, with the real multitracks of the catalogue as the level reference."""
+    from augment.report import remix_report
     from stemdb.catalog import Catalog
-    from stemdb.report import remix_report
 
     try:
         cat: Path | None = _catalog_dir(config, catalog)
@@ -251,21 +256,106 @@ def serve(
     raise typer.Exit(serve_main(config, port))
 
 
-def _mount_train_commands() -> None:
-    from train import cli as train_cli  # imports neither torch nor the trainer until a command runs
+@app.command("train", help="Train a bundled model (unet, blstm, convtasnet, ...) on the remix stream.")
+def train(
+    out: Annotated[Path, typer.Option("--out", "-o", help="run folder (checkpoints/, train.csv, train.png)")],
+    config: ConfigOpt = None,
+    model: Annotated[str | None, typer.Option(help="a registered model name (default: train.model)")] = None,
+    steps: Annotated[int | None, typer.Option(help="optimizer steps in total (a resume continues to it)")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="items per process and micro-batch")] = None,
+    accumulate: Annotated[int | None, typer.Option(help="micro-batches per optimizer step")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto | fp32 | bf16 | fp16")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of weights, data order and dropout")] = None,
+    seconds: Annotated[float | None, typer.Option(help="training crop length in seconds")] = None,
+    num_workers: Annotated[int | None, typer.Option(help="data loader processes per training process")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="stop after this much training time")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="steps between checkpoints")] = None,
+    valid_root: Annotated[Path | None, typer.Option(help="MUSDB18-HQ-layout folder for validation SDR")] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="any train.* key: KEY=VALUE (repeatable)")] = None,
+    nproc: Annotated[int, typer.Option(help="processes (DDP through torchrun; GPUs or CPU gloo)")] = 1,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="continue from RUN's newest checkpoint")]
+    = True,
+) -> None:
+    """Train a separation model on the remix stream (or rendered folders) into a run folder."""
+    if nproc < 1:
+        raise typer.BadParameter(f"--nproc {nproc}: must be >= 1")
+    overrides: dict[str, Any] = overrides_from(
+        sets, valid_root=valid_root, steps=steps, batch_size=batch_size, accumulate=accumulate, lr=lr,
+        precision=precision, device=device, seed=seed, seconds=seconds, num_workers=num_workers,
+        max_minutes=max_minutes, checkpoint_every=checkpoint_every)
+    if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        cmd = torchrun_command(nproc, torchrun_args(out, config=config, model=model, overrides=overrides,
+                                                    resume=resume))
+        typer.echo("launching: " + " ".join(cmd), err=True)
+        raise typer.Exit(subprocess.call(cmd))
+    from train.run import train_run
+    from train.runtime import dist_info
 
-    app.command("train", help="Train a bundled model (unet, blstm, convtasnet) on the remix stream.")(
-        train_cli.train_cmd)
-    app.command("separate", help="Separate an audio file into stems with a trained run.")(train_cli.separate_cmd)
-    app.command("evaluate-run", help="Separate a MUSDB18-layout set with a run and score it.")(
-        train_cli.evaluate_run_cmd)
+    try:
+        result = train_run(config, out=out, model=model, overrides=overrides, resume=resume)
+    except (StemdbError, ValueError) as exc:
+        _fail(exc)
+    if dist_info()[0] == 0:
+        typer.echo(result.line())
+        typer.echo(f"log {result.csv}  plot {result.png}")
 
 
-_mount_train_commands()
+@app.command("separate", help="Separate an audio file into stems with a trained run.")
+def separate(
+    file: Annotated[Path, typer.Argument(help="audio file to separate (.wav, .flac, .stem.mp4 ...)")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="run folder or checkpoint file")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for <stem>.wav")],
+    chunk_seconds: Annotated[float | None, typer.Option(help="chunk length (default: the run's crop length)")]
+    = None,
+    overlap: Annotated[float, typer.Option(help="overlap of chunks, fraction of a chunk (crossfaded)")] = 0.25,
+    device: DeviceOpt = "auto",
+    precision: Annotated[str, typer.Option(help="fp32 | bf16 | fp16 | auto")] = "fp32",
+    subtype: Annotated[str, typer.Option(help="WAV sample format: FLOAT | PCM_16 | PCM_24")] = "FLOAT",
+) -> None:
+    """Separate FILE into OUT/<stem>.wav with a trained run (input channels and rate kept)."""
+    from train.separate import separate_file
+
+    try:
+        paths = separate_file(file, model, out, chunk_seconds=chunk_seconds, overlap=overlap, device=device,
+                              precision=precision, subtype=subtype)
+    except (StemdbError, ValueError) as exc:
+        _fail(exc)
+    for stem, p in paths.items():
+        typer.echo(f"{stem:<10} {p}")
+
+
+@app.command("evaluate-run", help="Separate a MUSDB18-layout set with a run and score it.")
+def evaluate_run(
+    run: Annotated[Path, typer.Argument(help="run folder or checkpoint file")],
+    musdb_root: Annotated[Path, typer.Option(help="MUSDB18-HQ-layout references (mixture + stems)")],
+    out: Annotated[Path, typer.Option("--out", help="scores.json")] = Path("scores.json"),
+    split: Annotated[str | None, typer.Option(help="only tracks under this split folder (e.g. test)")] = None,
+    tracks: Annotated[list[str] | None, typer.Option("--track", help="only these tracks (repeatable)")] = None,
+    workers: Annotated[int, typer.Option(help="tracks scored in parallel by museval")] = 1,
+    device: DeviceOpt = "auto",
+    keep_estimates: Annotated[Path | None, typer.Option(help="keep the separated stems here")] = None,
+) -> None:
+    """Separate every track of MUSDB_ROOT with RUN and score it (BSSEval v4 SDR, SI-SDR, gain over the mixture)."""
+    from train.separate import evaluate_run as run_and_score
+    from train.separate import stems_summary
+
+    try:
+        result = run_and_score(run, musdb_root, out=out, split=split, tracks=tracks or None, workers=workers,
+                               device=device, estimates=keep_estimates,
+                               on_track=lambda t, d, n: typer.echo(f"separated {t} ({d}/{n})", err=True))
+    except (StemdbError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    typer.echo(f"{'stem':<10} {'SDR':>8} {'SI-SDR':>8} {'dSDR':>8}   (median over {len(result['tracks'])} tracks; "
+               "dSDR: improvement over the mixture)")
+    for stem, s, si, imp in stems_summary(result):
+        typer.echo(f"{stem:<10} {_num(s):>8} {_num(si):>8} {_num(imp):>8}")
+    typer.echo(f"wrote {out}")
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (``stemdb``)."""
     app()
 
 
