@@ -218,6 +218,21 @@ def test_cli_per_target_runs_of_two_architectures_bundle_and_separate(fixture_ca
     assert r.exit_code == 2 and "separated by none" in r.output
 
 
+@pytest.mark.parametrize("model", ["lasaft", "d3net"])
+def test_cli_trains_the_new_models_from_data_yaml(model: str, fixture_catalog: Path, tmp_path: Path) -> None:
+    """``stemdb train --model lasaft|d3net`` on the fixture catalogue's remix stream (``cunet``: the test above)."""
+    from pipelines.cli import app
+
+    conf = _yaml(tmp_path / "data.yaml", fixture_catalog)
+    r = CliRunner().invoke(app, ["train", "--config", str(conf), "--model", model, "--out", str(tmp_path / "run"),
+                                 f"--set=model_options={json.dumps(model_class(model).TINY)}"])
+    assert r.exit_code == 0, r.output
+    ck = load_checkpoint(tmp_path / "run")
+    assert ck["step"] == 2 and ck["model_config"]["name"] == model and ck["stream"]["stream"] == "RemixStream"
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["loss"] == model_class(model).default_loss and run["parameters"] > 0
+
+
 @pytest.mark.slow  # museval scoring of the fixture test track, model and mixture baseline: 10-30 s
 def test_a_bundle_evaluates(crops: Crops, tmp_path: Path) -> None:
     from train.separate import evaluate_run
@@ -302,3 +317,33 @@ def test_band_split_trains(crops: Crops, tmp_path: Path) -> None:
     assert not torch.equal(model.low_weight.detach().cpu(), before)  # the merge weights learn too
     rebuilt = load_model(tmp_path)
     assert rebuilt.config() == model.config()
+
+
+# ---------------------------------------------------------------------------------------------------- slow
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "targets", "options"), [
+    ("unet", TARGETS, {"band_split_hz": 2756, "low_options": {"base_filters": 8}}),
+    ("cunet", ("vocals", "bass"), {"dropout": 0.0, "control_dropout": 0.0}),
+], ids=["unet-band-split", "cunet-per-target-draw"])
+def test_short_training_lowers_held_out_validation_loss(name, targets, options, tmp_path: Path) -> None:  # noqa: ANN001
+    """The Trainer on 1 s crops of three fixture songs; the loss on Music Delta - Zeppelin and the test song."""
+    train = load_crops(MUSDB / "train", stems=TARGETS, channels=2, sample_rate=SR, seconds=1.0, crops_per_track=3,
+                       tracks=("Music Delta - Hendrix", "Music Delta - Reggae", "Music Delta - Rock"))
+    held = [load_crops(MUSDB / split, stems=targets, channels=2, sample_rate=SR, seconds=2.0, tracks=tracks)
+            for split, tracks in (("train", ("Music Delta - Zeppelin",)), ("test", ()))]
+    model = tiny(name, targets=targets, **options)
+    step = LossStep(model, model_class(name).default_loss)
+
+    def valid_loss() -> float:
+        model.eval()
+        with torch.no_grad():
+            return float(np.mean([step(h.mixture, h.targets).item() for h in held]))  # every target
+
+    before = valid_loss()
+    Trainer(model, cfg(steps=150, lr=3e-3, log_every=50, targets=list(targets)), out=tmp_path,
+            train_data=train.dataset()).fit()
+    after = valid_loss()
+    print(f"{name} {options}: held-out {step.loss_name} {before:.4f} -> {after:.4f}")
+    assert after < before
