@@ -41,6 +41,7 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+    torch.set_flush_denormal(False)  # the Trainer flushes denormals process-wide on the CPU; later modules need IEEE
 
 
 def tiny(name: str, *, targets=STEMS, channels: int = 2, seed: int = 0, **kw):

@@ -39,6 +39,13 @@ FALCON = MUSDB / "test" / "The Easton Ellises - Falcon 69"
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _ieee_denormals_afterwards():
+    """The Trainer flushes denormals process-wide on the CPU (a speed switch); later test modules expect IEEE."""
+    yield
+    torch.set_flush_denormal(False)
+
+
 @pytest.fixture(scope="module")
 def crops() -> Crops:
     """Four 0.25 s stereo crops of the fixture training tracks, all four stems."""
@@ -126,6 +133,19 @@ def test_the_trainer_draws_a_target_per_item_for_conditioned_models(crops: Crops
     calls.clear()
     Trainer(model, cfg(steps=1, conditioning="all"), out=tmp_path / "all", train_data=crops.dataset()).fit()
     assert calls == [()]
+
+
+def test_the_loss_step_gives_the_mel_loss_the_models_rate(crops: Crops) -> None:
+    from train.losses import mel_l1_spec
+
+    model = build_model("unet", targets=TARGETS, channels=2, sample_rate=22050, seed=0,
+                        **model_class("unet").TINY).eval()
+    mix, stems = crops.mixture[:2], crops.targets[:2]
+    with torch.no_grad():
+        got = LossStep(model, "mel_l1_spec")(mix, stems)
+        mags = model.estimate(mix)[0]
+        assert got.item() == pytest.approx(mel_l1_spec(mags, model.magnitude(stems), sample_rate=22050).item())
+        assert got.item() != pytest.approx(mel_l1_spec(mags, model.magnitude(stems)).item())
 
 
 # ---------------------------------------------------------------------------------------------------- bundle

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import torch
 from torch import Tensor, nn
 
@@ -31,6 +34,8 @@ class LossStep(nn.Module):
         self.loss_name = loss
         self.draw = conditioning == "draw" and bool(getattr(model, "conditioned", False))
         self.loss_fn = get_loss(loss)
+        if "sample_rate" in inspect.signature(self.loss_fn).parameters:  # mel_l1_spec: bands at the model's rate
+            self.loss_fn = functools.partial(self.loss_fn, sample_rate=model.sample_rate)
         self.domain = loss_domain(loss)
         if self.domain == "spec" and not isinstance(model, SpectralMaskModel):
             raise ConfigError(
