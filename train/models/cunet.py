@@ -124,6 +124,7 @@ class CUNet(ConditionedSpectralModel):
     default_loss: ClassVar[str] = "l1_spec"
     TINY: ClassVar[dict[str, Any]] = {
         "n_fft": 256, "hop_length": 64, "levels": 3, "base_filters": 4, "max_bin": 100, "control_units": [8, 16],
+        "dropout": 0.0, "control_dropout": 0.0,
     }
 
     def __init__(
