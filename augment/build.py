@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 from augment.config import RemixConfig
+from augment.fill import fill_check
 from augment.pool import build_pool
 from augment.recipe import Recipe, recipes_table
 from augment.remix import plan_recipes
@@ -123,32 +124,42 @@ def build_remix(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: Callable[[int, int], None] | None = None,
 ) -> RemixSummary:
-    """Plan and render ``n`` mixtures into ``out`` (MUSDB18-HQ layout + ``recipes.parquet``). Idempotent."""
+    """Plan and render ``n`` mixtures into ``out`` (MUSDB18-HQ layout + ``recipes.parquet``). Idempotent.
+
+    ``progress(done, total)`` counts mixtures (by finished chunk). Logs a warning (:mod:`augment.fill`) when the
+    mixtures are longer than most candidate stems, with the share of silence that padding will leave.
+    """
     t0 = time.perf_counter()
     out = Path(out)
-    recipes = plan_recipes(catalog, n=n, seed=seed, cfg=cfg, seconds=seconds, pool=build_pool(catalog, cfg))
+    pool = build_pool(catalog, cfg)
+    recipes = plan_recipes(catalog, n=n, seed=seed, cfg=cfg, seconds=seconds, pool=pool)
+    warning = fill_check(pool, recipes, short=cfg.short).warning()
+    if warning:
+        log.warning(warning)
     chunks = chunked(recipes, chunk_size)
     jobs = [(c, str(catalog), str(out), cfg) for c in chunks]
+    sizes = [len(c) for c in chunks]
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            rendered = _count(pool.map(_render_chunk_job, jobs), len(jobs), progress)
+        with ProcessPoolExecutor(max_workers=workers) as executor:
+            rendered = _count(executor.map(_render_chunk_job, jobs), sizes, progress)
     else:
-        rendered = _count(map(_render_chunk_job, jobs), len(jobs), progress)
+        rendered = _count(map(_render_chunk_job, jobs), sizes, progress)
     finish_remix(out, recipes, chunk_size=chunk_size)
     secs = time.perf_counter() - t0
     hours = sum(r.duration_s for r in recipes) / 3600.0
     summary = RemixSummary(str(out), len(recipes), rendered, len(recipes) - rendered, hours, secs)
-    log.info(summary.line())
+    log.debug(summary.line())  # the caller prints or publishes the summary: once
     return summary
 
 
-def _count(results: Iterable[int], total: int, progress: Callable[[int, int], None] | None) -> int:
-    """Sum the chunks' rendered counts as they finish, reporting ``progress(done, total)``."""
-    rendered = 0
-    for k, r in enumerate(results):
+def _count(results: Iterable[int], sizes: Sequence[int], progress: Callable[[int, int], None] | None) -> int:
+    """Sum the chunks' rendered counts as they finish, reporting ``progress(mixtures done, mixtures)``."""
+    rendered = done = 0
+    for size, r in zip(sizes, results, strict=False):
         rendered += r
+        done += size
         if progress:
-            progress(k + 1, total)
+            progress(done, sum(sizes))
     return rendered
 
 

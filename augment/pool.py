@@ -18,11 +18,14 @@ import numpy as np
 import pandas as pd
 
 from augment.config import RemixConfig
+from augment.filters import FILTER_COLUMNS, filter_mask
 from stemdb.catalog import Catalog
 
 #: Catalogue columns the pool reads.
 POOL_COLUMNS = ["key", "stem_id", "source", "kind", "song", "split", "sample_rate", "channels", "frames",
                 "duration_s", "lufs", "silence_ratio", "active", "loudness_100ms", "tempo_bpm", "beats"]
+#: Catalogue columns of key-aware mixing (read beside :data:`POOL_COLUMNS`; null in older catalogues).
+KEY_COLUMNS = ["musical_key", "key_confidence"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class PoolRow:
     loudness_100ms: np.ndarray = field(repr=False)
     tempo_bpm: float | None = None
     beats: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    musical_key: str | None = None  # e.g. "A minor" (catalogue column musical_key); None: not estimated
+    key_confidence: float = 0.0
 
     @property
     def has_beats(self) -> bool:
@@ -63,11 +68,14 @@ def _opt_float(v: Any) -> float | None:
 
 
 def rows_of(df: pd.DataFrame) -> list[PoolRow]:
-    """:class:`PoolRow` objects of a frame of :data:`POOL_COLUMNS` plus ``target``, in frame order."""
+    """:class:`PoolRow` objects of a frame of :data:`POOL_COLUMNS` plus ``target`` (and, when present,
+    ``musical_key`` and ``key_confidence``), in frame order."""
     cols = [df[c].tolist() for c in (*POOL_COLUMNS, "target")]
+    cols.append(df["musical_key"].tolist() if "musical_key" in df else [None] * len(df))
+    cols.append(df["key_confidence"].tolist() if "key_confidence" in df else [None] * len(df))
     out = []
     for (key, sid, source, kind, song, split, sr, ch, frames, dur, lufs, silence, active, prof, bpm, beats,
-         target) in zip(*cols, strict=True):
+         target, mkey, kconf) in zip(*cols, strict=True):
         out.append(PoolRow(
             key=str(key), stem_id=str(sid), source=str(source), kind=str(kind), target=str(target), song=str(song),
             split=str(split), sample_rate=int(sr), channels=int(ch), frames=int(frames), duration_s=float(dur),
@@ -75,6 +83,7 @@ def rows_of(df: pd.DataFrame) -> list[PoolRow]:
             active=tuple((float(a), float(b)) for a, b in (active if active is not None else ())),
             loudness_100ms=np.asarray(prof if prof is not None else ()), tempo_bpm=_opt_float(bpm),
             beats=np.asarray(beats if beats is not None else ()),
+            musical_key=mkey if isinstance(mkey, str) else None, key_confidence=_opt_float(kconf) or 0.0,
         ))
     return out
 
@@ -126,12 +135,15 @@ def target_of(kind: str, cfg: RemixConfig) -> str:
 
 
 def build_pool(catalog: str | Path | Catalog, cfg: RemixConfig, *, splits: Sequence[str] = ("train",)) -> StemPool:
-    """Load candidate stems: live, canonical, not silent, of a kind that maps to a target, in ``splits``."""
+    """Load candidate stems: live, canonical, not silent, of a kind that maps to a target, in ``splits``, passing
+    ``cfg.filters`` (:func:`augment.filters.filter_mask`). Levels are calibrated on every canonical row."""
     cat = catalog if isinstance(catalog, Catalog) else Catalog.open(catalog)
-    df = cat.stems(split=list(splits), columns=POOL_COLUMNS)
+    df = cat.stems(split=list(splits), columns=list(dict.fromkeys(POOL_COLUMNS + FILTER_COLUMNS + KEY_COLUMNS)),
+                   include_duplicates=not cfg.filters.dedupe)
     df = df.assign(target=[target_of(k, cfg) for k in df["kind"]])
-    rel = measured_relative_levels(df, cfg)
-    stems = df[(df["kind"] != "mixture") & df["target"].isin(cfg.targets) & (df["silence_ratio"] < 1.0)]
+    rel = measured_relative_levels(df[df["duplicate_of"].isna()], cfg)
+    ok = filter_mask(df, cfg.filters, df["target"])
+    stems = df[ok & (df["kind"] != "mixture") & df["target"].isin(cfg.targets) & (df["silence_ratio"] < 1.0)]
     rows = rows_of(stems.sort_values("key", ignore_index=True))
     pools = {t: TargetPool([r for r in rows if r.target == t]) for t in cfg.targets}
     return StemPool(tuple(cfg.targets), pools, coherent_songs(rows, cfg.targets), rel, cat.fingerprint())

@@ -33,6 +33,7 @@ import numpy as np
 
 from augment.chain import StemAugment
 from augment.config import RemixConfig
+from augment.keys import align_keys
 from augment.pool import PoolRow, StemPool, build_pool
 from augment.recipe import Recipe, StemPlan
 from stemdb.catalog import Catalog
@@ -131,6 +132,8 @@ def _plan_cross_song(rng: np.random.Generator, pool: StemPool, cfg: RemixConfig,
     beat_score = None
     if cfg.tempo.enabled:
         drafts, beat_score = align_tempo(drafts, dur, cfg.tempo.max_rate_change)
+    if cfg.key.enabled:
+        drafts, _key_score = align_keys(drafts, cfg.key.max_shift, cfg.key.min_confidence)
     live = [d.rel_lufs for d in drafts if d.row is not None]
     c = 10.0 * math.log10(sum(10.0 ** (r / 10.0) for r in live)) if live else 0.0
     return [_stem_plan(rng, d, cfg, dur, mix_target, c) for d in drafts], beat_score

@@ -20,7 +20,7 @@ import numpy as np
 from augment.config import RemixConfig
 from augment.recipe import Recipe, StemPlan
 from augment.remix import chain_for
-from augment.transforms import StretchParams, TimeStretch
+from augment.transforms import PitchParams, PitchShift, StretchParams, TimeStretch
 from stemdb import audio as audio_io
 from stemdb.catalog import Catalog
 from stemdb.errors import CatalogError
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 CLIP_LIMIT = 0.98
 _QUANT = {"PCM_16": 32768.0, "PCM_24": 8388608.0}
 _STRETCH = TimeStretch(min_rate=0.5, max_rate=2.0, p=1.0)
+_PITCH = PitchShift(min_semitones=-12.0, max_semitones=12.0, p=1.0)
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,9 @@ def render_stem(plan: StemPlan, recipe: Recipe, table: StemTable, cfg: RemixConf
     params = chain.params_from_record(plan.augment) if len(chain) else ()
     heavy = [t for t, p in zip(chain.transforms, params, strict=True)
              if p.applied and t.name not in LINEAR_TRANSFORMS]
-    if not heavy and plan.stretch_rate == 1.0 and src.sample_rate == recipe.sample_rate:
+    # a pitch shift planned by key-aware mixing for a target whose chain has no pitch transform
+    pitch = 0.0 if "pitch" in chain.names else float(plan.augment.get("pitch_semitones", 0.0) or 0.0)
+    if not heavy and plan.stretch_rate == 1.0 and not pitch and src.sample_rate == recipe.sample_rate:
         _render_linear(dst, plan, src, recipe, params)
         return dst
     rate = plan.stretch_rate
@@ -132,6 +135,8 @@ def render_stem(plan: StemPlan, recipe: Recipe, table: StemTable, cfg: RemixConf
     x = read_window(src, plan.offset_s, span, recipe.sample_rate, recipe.channels, loop=plan.loop)
     if len(chain):
         x = chain.apply(x, recipe.sample_rate, params)
+    if pitch:
+        x = _PITCH.apply(x, recipe.sample_rate, PitchParams(pitch_semitones=pitch))
     if rate != 1.0 and "stretch" not in chain.names:  # a stretch planned by tempo-aware mixing
         x = _STRETCH.apply(x, recipe.sample_rate, StretchParams(stretch_rate=rate))
     x = fit_length(np.asarray(x, dtype=np.float32), n)

@@ -8,19 +8,18 @@ need them, so ``stemdb --help`` and ``stemdb catalog summary`` import no torch (
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 
 from pipelines.launch import overrides_from, torchrun_args, torchrun_command
+from pipelines.progress import progress as _progress
+from pipelines.progress import track_lines
 from stemdb.errors import StemdbError
 
 app = typer.Typer(help="stemdb: turn loose music stems and MUSDB18 into source-separation training data.",
@@ -38,22 +37,34 @@ DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")]
 def _load(config: Path | None):  # noqa: ANN202 - augment.config.ProjectConfig
     from augment.config import load_project
 
+    _say_config(config)
     return load_project(config)
+
+
+def _say_config(config: Path | None) -> None:
+    """Without ``--config``, say on stderr which config is used (./data.yaml, or the built-in defaults)."""
+    if config is None:
+        from augment.config import config_source
+
+        typer.echo(f"using {config_source(None)}", err=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        import stemdb
+
+        try:
+            v = version("stemdb")
+        except PackageNotFoundError:  # a source tree on PYTHONPATH, not installed
+            v = stemdb.__version__
+        typer.echo(f"stemdb {v}")
+        raise typer.Exit()
 
 
 def _catalog_dir(config: Path | None, catalog: Path | None) -> Path:
     return catalog if catalog is not None else _load(config).catalog
-
-
-@contextlib.contextmanager
-def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
-    """A transient rich progress bar (shown on a terminal only); yields the ``progress(done, total)`` callback."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), transient=True, disable=not sys.stderr.isatty()) as bar:
-        task = bar.add_task(label, total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def _fail(exc: Exception) -> NoReturn:
@@ -66,7 +77,9 @@ def _num(x: float | None) -> str:
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+          _v: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                           help="print the version and exit")] = False) -> None:
     rank = int(os.environ.get("RANK", "0"))  # set by torchrun on every rank of `stemdb train --nproc N`
     level = logging.DEBUG if verbose else (logging.INFO if rank == 0 else logging.WARNING)
     tag = f" [rank {rank}]" if "RANK" in os.environ else ""
@@ -76,12 +89,16 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug l
 @app.command()
 def ingest(
     folder: Annotated[Path | None, typer.Argument(help="ingest this one folder (needs --layout) instead of data.yaml's sources")] = None,
-    layout: Annotated[str | None, typer.Option(help="layout of FOLDER: stems | musdb")] = None,
+    layout: Annotated[str | None, typer.Option(help="layout of FOLDER: stems | musdb | multitrack | medleydb | moisesdb | slakh")] = None,
     config: ConfigOpt = None,
     catalog: CatalogOpt = None,
     workers: Annotated[int | None, typer.Option(help="process-pool size (0 = one per core)")] = None,
     tempo: Annotated[bool | None, typer.Option("--tempo/--no-tempo", help="estimate tempo with librosa")] = None,
     strict: Annotated[bool, typer.Option(help="exit 1 when any file was rejected")] = False,
+    origin: Annotated[str | None, typer.Option(
+        help="origin of FOLDER's files measured in this run (where they come from; unchanged files keep theirs)")]
+    = None,
+    licence: Annotated[str | None, typer.Option(help="licence of FOLDER's files measured in this run")] = None,
 ) -> None:
     """Scan sources (or one FOLDER) into the Parquet catalogue; prints a one-line summary."""
     from stemdb.ingest import ingest_folder, ingest_sources
@@ -91,12 +108,15 @@ def ingest(
         icfg = cfg.ingest.model_copy(update={k: v for k, v in (("workers", workers), ("tempo", tempo))
                                              if v is not None})
         if folder is not None and layout is None:
-            raise typer.BadParameter("FOLDER needs --layout stems|musdb")
+            raise typer.BadParameter("FOLDER needs --layout stems|musdb|multitrack|medleydb|moisesdb|slakh")
         if folder is None and not cfg.sources:
             raise typer.BadParameter("no sources: give FOLDER --layout, or a data.yaml with sources")
-        with _progress("measuring") as progress:
+        if folder is None and (origin or licence):
+            raise typer.BadParameter("--origin/--licence describe FOLDER; data.yaml's sources carry their own")
+        with _progress("measuring", unit="files") as progress:
             if folder is not None:
                 report = ingest_folder(folder, layout=layout, catalog=catalog or cfg.catalog, cfg=icfg,
+                                       origin=origin or "unknown", licence=licence or "unknown",
                                        progress=progress)
             else:
                 report = ingest_sources(cfg.sources, catalog or cfg.catalog, cfg=icfg, progress=progress)
@@ -150,6 +170,8 @@ def catalog_show(stem_id: Annotated[str, typer.Argument(help="a stem_id or a uni
             v = f"{len(v)} regions: " + ", ".join(f"[{a:.2f}, {b:.2f}]" for a, b in list(v)[:8])
         elif k == "beats":
             v = f"{len(v)} beats"
+        elif k in ("fingerprint", "loudness_100ms") and v is not None:
+            v = f"{len(v)} {'bytes' if k == 'fingerprint' else 'values'}"
         typer.echo(f"{k:>16}: {v}")
 
 
@@ -168,7 +190,7 @@ def remix(
 
     try:
         cfg = _load(config)
-        with _progress("rendering chunks") as progress:
+        with _progress("rendering", unit="mixtures") as progress:
             summary = build_remix(catalog or cfg.catalog, out, n=n, seed=seed, cfg=cfg.remix, seconds=seconds,
                                   workers=workers, progress=progress)
     except StemdbError as exc:
@@ -189,7 +211,7 @@ def evaluate(
 
     try:
         scores = score_folders(estimates, references, stems=stems or None, workers=workers,
-                               on_track=lambda t, d, n: typer.echo(f"scored {t} ({d}/{n})", err=True))
+                               on_track=track_lines("scored"))
     except (StemdbError, FileNotFoundError, ValueError) as exc:
         _fail(exc)
     write_scores(scores, out)
@@ -295,6 +317,8 @@ def train(
     from train.run import train_run
     from train.runtime import dist_info
 
+    if os.environ.get("RANK", "0") == "0":  # before the process group exists: torchrun's variable
+        _say_config(config)
     try:
         result = train_run(config, out=out, model=model, overrides=overrides, resume=resume)
     except (StemdbError, ValueError) as exc:
@@ -364,7 +388,7 @@ def evaluate_run(
     try:
         result = run_and_score(run, musdb_root, out=out, split=split, tracks=tracks or None, workers=workers,
                                device=device, estimates=keep_estimates,
-                               on_track=lambda t, d, n: typer.echo(f"separated {t} ({d}/{n})", err=True))
+                               on_track=track_lines("separated"))
     except (StemdbError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
     typer.echo(f"{'stem':<10} {'SDR':>8} {'SI-SDR':>8} {'dSDR':>8}   (median over {len(result['tracks'])} tracks; "

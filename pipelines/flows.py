@@ -36,6 +36,7 @@ from prefect.utilities.annotations import quote, unmapped
 
 from augment.build import chunked, finish_remix, render_chunk
 from augment.config import ProjectConfig, RemixConfig, load_project
+from augment.fill import fill_check
 from augment.pool import build_pool
 from augment.recipe import Recipe
 from augment.remix import plan_recipes
@@ -252,7 +253,7 @@ def ingest_stems_flow(
     cat = Catalog.create(p.catalog or cfg.catalog)
     cat.set_source_roots({s.name: str(Path(s.root).resolve()) for s in srcs})
 
-    jobs: list[FileJob] = [j for s in srcs for j in scan_source(s)]
+    jobs: list[FileJob] = [j for s in srcs for j in scan_source(s, cache=cat.root / "cache", taxonomy=icfg.taxonomy)]
     todo, same = plan(jobs, cat)
     batches = chunked(todo, icfg.batch_size)
     logger.info("ingest: %d files scanned, %d new or changed in %d batches, %d unchanged (task runner %s)",
@@ -311,8 +312,10 @@ def build_remix_flow(
     open_catalog(cat_path)
     out = p.out.resolve()
 
-    recipes = plan_recipes(cat_path, n=p.n_mixtures, seed=p.seed, cfg=cfg.remix, seconds=p.seconds,
-                           pool=build_pool(cat_path, cfg.remix))
+    pool = build_pool(cat_path, cfg.remix)
+    recipes = plan_recipes(cat_path, n=p.n_mixtures, seed=p.seed, cfg=cfg.remix, seconds=p.seconds, pool=pool)
+    if warning := fill_check(pool, recipes, short=cfg.remix.short).warning():
+        logger.warning("build-remix: %s", warning)
     size = pcfg.chunk_size
     chunks = chunked(recipes, size)
     logger.info("build-remix: %d mixtures planned in %d chunks of %d -> %s (task runner %s)",

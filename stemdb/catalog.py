@@ -32,11 +32,13 @@ import pyarrow.parquet as pq
 from stemdb.atomic import atomic_open, fsync_dir, write_text_atomic
 from stemdb.errors import CatalogError
 
-#: Version 2 added ``codec``, ``bitrate_kbps`` and ``lossy``. A version-1 catalogue still opens (those columns
-#: read as null) and the next ingest re-measures its rows to fill them (see :func:`stemdb.ingest.plan`).
-SCHEMA_VERSION = 2
+#: Version 2 added ``codec``, ``bitrate_kbps`` and ``lossy``; version 3 the quality columns (``bandwidth_hz``,
+#: ``bleed``, ``musical_key``, ``key_confidence``, ``fake_stereo``, ``stereo_difference_db``, ``fingerprint``; see
+#: :mod:`stemdb.quality`) and ``provenance``. An older catalogue still opens (the new columns read as null) and the
+#: next ingest re-measures its rows to fill them (see :func:`stemdb.ingest.plan`).
+SCHEMA_VERSION = 3
 #: Catalogue versions this stemdb reads.
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
 
 STEMS_SCHEMA = pa.schema(
     [
@@ -71,8 +73,16 @@ STEMS_SCHEMA = pa.schema(
         ("tempo_bpm", pa.float64()),
         ("beats", pa.list_(pa.float32())),  # beat times, seconds
         ("loudness_100ms", pa.list_(pa.float32())),  # K-weighted mean square per 100 ms hop (measure)
+        ("bandwidth_hz", pa.float64()),  # effective bandwidth, Hz (stemdb.quality.bandwidth); 0.0 for silence
+        ("bleed", pa.float64()),  # bleed score, dB above a clean stem of its kind (higher = more bleed)
+        ("musical_key", pa.string()),  # e.g. "A minor" ("key" is the row key); null: no tonal content
+        ("key_confidence", pa.float64()),  # in [0, 1]
+        ("fake_stereo", pa.bool_()),  # both channels the same signal
+        ("stereo_difference_db", pa.float64()),  # side vs mid energy, dB; null for mono
+        ("fingerprint", pa.binary()),  # near-duplicate fingerprint (stemdb.quality.Fingerprint.to_bytes)
+        ("provenance", pa.string()),  # JSON: the source tracks (paths, gains, hashes) a summed stem was made of
         ("flags", pa.list_(pa.string())),
-        ("duplicate_of", pa.string()),  # key of the canonical row when this file's content is a duplicate
+        ("duplicate_of", pa.string()),  # key of the kept row when this file is a duplicate or near-duplicate
         ("deleted", pa.bool_()),  # the file was gone at the last ingest
         ("ingested_at", pa.timestamp("us", tz="UTC")),
         ("schema_version", pa.int16()),

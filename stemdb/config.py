@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stemdb.errors import ConfigError
+from stemdb.taxonomy import Taxonomy
 
 #: The MUSDB18 target kinds, in the order MUSDB18 writes them.
 MUSDB_TARGETS: tuple[str, ...] = ("vocals", "drums", "bass", "other")
@@ -53,7 +54,9 @@ class StemsLayout(_Frozen):
     ``kinds`` maps a folder name (any level below the root, case-insensitive) to a kind; the first matching folder
     from the top wins; a file under no mapped folder takes the name of its first folder level as its kind.
     ``song`` says how files are grouped into songs: ``file`` (each file is its own song), ``parent`` (the folder
-    holding the file), or ``regex:<pattern>`` (first group of the pattern on the file stem).
+    holding the file), or ``regex:<pattern>`` (first group of the pattern on the file stem). ``names``: the kind
+    comes from the taxonomy's file-name rules first (``Artist - Title (Acapella).mp3`` is vocals), then from a
+    folder in ``kinds``; a file neither maps is unmapped (listed, not ingested).
     """
 
     type: Literal["stems"] = "stems"
@@ -63,6 +66,7 @@ class StemsLayout(_Frozen):
                               "**/*.aiff", "**/*.m4a", "**/*.aac", "**/*.webm", "**/*.weba", "**/*.mka", "**/*.wma")
     song: str = "file"
     split: Split = "train"
+    names: bool = False
 
     @field_validator("song")
     @classmethod
@@ -83,12 +87,65 @@ class MusdbLayout(_Frozen):
     stems: tuple[str, ...] = ("mixture", "vocals", "drums", "bass", "other")
 
 
+class _TracksLayout(_Frozen):
+    """What the track layouts share (see :mod:`stemdb.layouts`).
+
+    ``kinds``: the kinds a song's tracks are summed into (one stem per kind); a track whose taxonomy kind is not
+    listed goes to ``other`` when ``other`` is listed, and is unmapped otherwise. ``mixture``: keep and measure
+    the song's mixture file when there is one. ``split``: as for loose stems (the song is the folder).
+    """
+
+    kinds: tuple[str, ...] = MUSDB_TARGETS
+    mixture: bool = True
+    split: Split = "train"
+
+    @field_validator("kinds")
+    @classmethod
+    def _kinds(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v or "mixture" in v or len(set(v)) != len(v):
+            raise ValueError(f"kinds={list(v)} must be distinct kinds, not empty, without 'mixture'")
+        return v
+
+
+class MultitrackLayout(_TracksLayout):
+    """Studio sessions: one folder per song holding one file per recorded track (any depth below it), each
+    track's kind from the taxonomy's file-name rules; a root holding audio files itself is one song."""
+
+    type: Literal["multitrack"] = "multitrack"
+
+
+class MedleydbLayout(_TracksLayout):
+    """MedleyDB: ``<song>/<song>_METADATA.yaml`` with stems, their instrument labels and raw tracks; stems from
+    ``<song>_STEMS/`` when ``use_stems`` and present, else built from ``<song>_RAW/``."""
+
+    type: Literal["medleydb"] = "medleydb"
+    use_stems: bool = True
+
+
+class MoisesdbLayout(_TracksLayout):
+    """MoisesDB: ``<track>/data.json`` listing stems (``stemName``) and their source tracks
+    (``<track>/<stemName>/<id>.<extension>``)."""
+
+    type: Literal["moisesdb"] = "moisesdb"
+
+
+class SlakhLayout(_TracksLayout):
+    """Slakh2100: ``<track>/metadata.yaml`` (stems with ``inst_class``, ``is_drum``, ``audio_rendered``),
+    ``<track>/stems/<Sxx>.flac`` and ``<track>/mix.flac``."""
+
+    type: Literal["slakh"] = "slakh"
+
+
+TRACK_LAYOUTS = (MultitrackLayout, MedleydbLayout, MoisesdbLayout, SlakhLayout)
+Layout = StemsLayout | MusdbLayout | MultitrackLayout | MedleydbLayout | MoisesdbLayout | SlakhLayout
+
+
 class SourceConfig(_Frozen):
     """One source of audio: a named root folder with a layout, origin and licence."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     root: Path
-    layout: Annotated[StemsLayout | MusdbLayout, Field(discriminator="type")]
+    layout: Annotated[Layout, Field(discriminator="type")]
     origin: str = "unknown"
     licence: str = "unknown"
     max_channels: int = Field(2, ge=1, le=64)
@@ -103,6 +160,7 @@ class IngestConfig(_Frozen):
     tempo: bool = True
     workers: int = Field(0, ge=0, description="process-pool size; 0 = one per core")
     batch_size: int = Field(16, ge=1, description="files measured between two catalogue commits")
+    taxonomy: Taxonomy = Taxonomy()
 
 
 class StemdbConfig(_Frozen):
@@ -111,7 +169,7 @@ class StemdbConfig(_Frozen):
     their owners (:class:`augment.config.ProjectConfig` types ``remix``; ``train.config.train_config``,
     ``pipelines.params.pipelines_config`` the others)."""
 
-    catalog: Path = Path("catalog")
+    catalog: Path = Path("work/catalog")  # as the shipped data.yaml (tests/test_config.py holds them equal)
     sources: tuple[SourceConfig, ...] = ()
     ingest: IngestConfig = IngestConfig()
     remix: dict[str, Any] = Field(default_factory=dict)
@@ -247,7 +305,7 @@ def _loc(err: Mapping[str, Any]) -> str:
     for item in err["loc"]:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in ("stems", "musdb") or str(item).startswith(("function-", "literal[", "union[")):
+        elif item in ("stems", "musdb", "multitrack", "medleydb", "moisesdb", "slakh") or str(item).startswith(("function-", "literal[", "union[")):
             continue  # pydantic's names of union members and validators, not keys of data.yaml
         else:
             parts.append(("." if parts else "") + str(item))

@@ -24,9 +24,19 @@ import pandas as pd
 
 from stemdb import audio as audio_io
 from stemdb.catalog import SCHEMA_VERSION, Catalog
-from stemdb.config import IngestConfig, MusdbLayout, SourceConfig, StemsLayout
+from stemdb.config import (
+    IngestConfig,
+    MedleydbLayout,
+    MoisesdbLayout,
+    MultitrackLayout,
+    MusdbLayout,
+    SlakhLayout,
+    SourceConfig,
+    StemsLayout,
+)
 from stemdb.errors import AudioReadError, MissingDependencyError
 from stemdb.measure import measure, warm_up_tempo
+from stemdb.quality.columns import mark_near_duplicates, quality_columns, quality_counts
 from stemdb.scan import FileJob, hash_split, scan_source
 
 log = logging.getLogger(__name__)
@@ -41,6 +51,8 @@ class IngestReport:
     rejected: int = 0
     deleted: int = 0
     duplicates: int = 0
+    unmapped: int = 0
+    lossy: int = 0
     leakage: list[str] = field(default_factory=list)
     seconds: float = 0.0
     summary: str = ""
@@ -48,7 +60,8 @@ class IngestReport:
     def line(self) -> str:
         return (
             f"ingest: {self.scanned} files scanned, {self.measured} measured, {self.skipped} unchanged, "
-            f"{self.rejected} rejected, {self.deleted} deleted, {self.duplicates} duplicates, "
+            f"{self.rejected} rejected ({self.unmapped} unmapped), {self.deleted} deleted, {self.duplicates} "
+            f"duplicates, {self.lossy} lossy, "
             f"{len(self.leakage)} songs in several splits; {self.seconds:.1f} s | catalogue: {self.summary}"
         )
 
@@ -62,6 +75,8 @@ def measure_job(job: FileJob, cfg: IngestConfig) -> tuple[list[dict], list[dict]
 
     now = datetime.now(UTC)
     full = Path(job.root) / job.path
+    if job.error:
+        return [], [_reject(job, k, job.error, now) for k in job.row_keys()]
     try:
         if job.bytes < 0 or not full.exists():
             raise AudioReadError(full, "unreadable: missing file or dangling link")
@@ -96,12 +111,13 @@ def measure_job(job: FileJob, cfg: IngestConfig) -> tuple[list[dict], list[dict]
                 clip_level=cfg.clip_level,
                 tempo=cfg.tempo,
             )
+            quality = quality_columns(a, sr, kind)
         except Exception as exc:  # noqa: BLE001 - recorded, never fatal
             why = f"non-finite samples: {exc}" if "NaN/inf" in str(exc) else \
                 f"measurement failed: {type(exc).__name__}: {exc}"
             rejects.append(_reject(job, key, why, now))
             continue
-        rows.append(_row(job, key, i if job.is_stem_mp4 else -1, kind, a, sr, info, m, now))
+        rows.append({**_row(job, key, i if job.is_stem_mp4 else -1, kind, a, sr, info, m, now), **quality})
     return rows, rejects
 
 
@@ -127,7 +143,7 @@ def _row(
     now: datetime,
 ) -> dict:  # noqa: ANN001
     flags = [f for f, on in (("silent", m.silence_ratio >= 1.0), ("clipping", m.clipping_ratio > 0.0),
-                             ("lossy", bool(info.lossy))) if on]
+                             ("lossy", bool(info.lossy))) if on] + list(job.flags)
     rec = m.as_record()
     song = job.song if job.song is not None else m.content_hash
     split = job.split
@@ -162,6 +178,7 @@ def _row(
         "beats": rec["beats_s"],
         "loudness_100ms": rec["loudness_100ms"],
         "flags": flags,
+        "provenance": job.provenance,
         "duplicate_of": None,
         "deleted": False,
         "ingested_at": now,
@@ -191,12 +208,13 @@ def _reject(job: FileJob, key: str, reason: str, now: datetime) -> dict:
 
 def plan(jobs: list[FileJob], cat: Catalog) -> tuple[list[FileJob], list[FileJob]]:
     """Split jobs into (to measure, unchanged) by comparing (path, size, mtime) with the catalogue and rejects.
-    Rows without a ``codec`` (written by schema version 1) count as changed, so a rerun fills the new columns."""
+    Rows written by an older schema (no ``codec``: version 1; ``schema_version`` below the current one) count as
+    changed, so a rerun fills the new columns."""
     known: dict[str, tuple[int, float]] = {}
-    stems = cat.table("stems", columns=["key", "bytes", "mtime", "deleted", "codec"]).to_pandas()
-    for k, b, m, d, c in zip(stems["key"], stems["bytes"], stems["mtime"], stems["deleted"], stems["codec"],
-                             strict=True):
-        if not d and isinstance(c, str):
+    stems = cat.table("stems", columns=["key", "bytes", "mtime", "deleted", "codec", "schema_version"]).to_pandas()
+    for k, b, m, d, c, v in zip(stems["key"], stems["bytes"], stems["mtime"], stems["deleted"], stems["codec"],
+                                stems["schema_version"], strict=True):
+        if not d and isinstance(c, str) and v == SCHEMA_VERSION:
             known[k] = (int(b), float(m))
     rej = cat.table("rejects", columns=["key", "bytes", "mtime"]).to_pandas()
     for k, b, m in zip(rej["key"], rej["bytes"], rej["mtime"], strict=True):
@@ -229,7 +247,7 @@ def ingest_sources(
     report = IngestReport()
     all_jobs: list[FileJob] = []
     for src in sources:
-        all_jobs.extend(scan_source(src))
+        all_jobs.extend(scan_source(src, cache=cat.root / "cache", taxonomy=cfg.taxonomy))
     report.scanned = len(all_jobs)
     todo, same = plan(all_jobs, cat)
     report.skipped = len(same)
@@ -240,9 +258,10 @@ def ingest_sources(
     )
     measured_keys = {k for j in todo for k in j.row_keys()}
     report.duplicates, report.leakage = finalize(cat, fixed_keys=measured_keys)
+    report.unmapped, report.lossy = quality_counts(cat)
     report.summary = cat.summary().line()
     report.seconds = time.perf_counter() - t0
-    log.info(report.line())
+    log.debug(report.line())  # the caller prints or publishes the summary: once
     return report
 
 
@@ -353,6 +372,7 @@ def finalize(cat: Catalog, *, fixed_keys: set[str] | None = None) -> tuple[int, 
     dup_of.loc[live.index[mask.to_numpy()]] = canonical[mask].to_numpy()
     flags = t["flags"].map(list)
     _flag_length_mismatch(live, flags)
+    near = mark_near_duplicates(live, dup_of, flags)
     changed = (dup_of.fillna("") != t["duplicate_of"].fillna("")) | (
         flags.map(tuple) != t["flags"].map(tuple)
     )
@@ -372,7 +392,7 @@ def finalize(cat: Catalog, *, fixed_keys: set[str] | None = None) -> tuple[int, 
             song,
             sorted(live.loc[live["song"] == song, "split"].unique()),
         )
-    return int(mask.sum()), leaks
+    return int(mask.sum()) + near, leaks
 
 
 def _flag_length_mismatch(live: pd.DataFrame, flags: pd.Series) -> None:
@@ -406,13 +426,17 @@ def ingest_folder(
     licence: str = "unknown",
     progress: Callable[[int, int], None] | None = None,
 ) -> IngestReport:
-    """Ingest one folder with no config file (``layout`` = ``stems`` or ``musdb``)."""
+    """Ingest one folder with no config file (``layout``: ``stems``, ``musdb``, ``multitrack``, ``medleydb``,
+    ``moisesdb`` or ``slakh``, each with its defaults; the taxonomy is ``cfg.taxonomy``)."""
     r = Path(root).resolve()
-    lay = StemsLayout() if layout == "stems" else MusdbLayout() if layout == "musdb" else None
-    if lay is None:
+    layouts = {"stems": StemsLayout, "musdb": MusdbLayout, "multitrack": MultitrackLayout,
+               "medleydb": MedleydbLayout, "moisesdb": MoisesdbLayout, "slakh": SlakhLayout}
+    if layout not in layouts:
         from stemdb.errors import ConfigError
 
-        raise ConfigError(f"layout={layout!r} is not allowed; allowed: 'stems', 'musdb'", key="layout")
+        raise ConfigError(f"layout={layout!r} is not allowed; allowed: {', '.join(map(repr, layouts))}",
+                          key="layout")
+    lay = layouts[layout]()
     src = SourceConfig(name=name or _safe_name(r.name), root=r, layout=lay, origin=origin, licence=licence)
     return ingest_sources([src], catalog, cfg=cfg, progress=progress)
 

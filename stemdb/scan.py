@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
 from stemdb import audio as audio_io
-from stemdb.config import HashSplit, MusdbLayout, SourceConfig, StemsLayout
+from stemdb.config import TRACK_LAYOUTS, HashSplit, MusdbLayout, SourceConfig, StemsLayout
 from stemdb.errors import AudioReadError
+from stemdb.taxonomy import Taxonomy
 
 MUSDB_SPLITS = ("train", "test")
 
@@ -35,6 +36,9 @@ class FileJob:
     mtime: float
     max_channels: int
     hash_split: tuple[float, float] | None = None  # (valid, test) fractions when split is None
+    error: str | None = None  # known unusable at scan (unmapped track, bad metadata): becomes a reject
+    flags: tuple[str, ...] = ()  # flags the layout gives the row (MedleyDB's has_bleed, instrumental)
+    provenance: str | None = None  # JSON: the source tracks of a stem summed from several (stemdb.tracks)
 
     @property
     def is_stem_mp4(self) -> bool:
@@ -47,16 +51,19 @@ class FileJob:
 
 
 
-
-
-def scan_source(src: SourceConfig) -> list[FileJob]:
-    """List the files of one source as jobs (no decoding). Raises AudioReadError when the root is missing."""
+def scan_source(src: SourceConfig, *, cache: Path | None = None, taxonomy: Taxonomy | None = None) -> list[FileJob]:
+    """List the files of one source as jobs (no decoding, except that the track layouts sum a song's tracks of
+    one kind into ``cache``: :mod:`stemdb.layouts`). Raises AudioReadError when the root is missing."""
     root = Path(src.root)
     if not root.is_dir():
         raise AudioReadError(root, f"source {src.name!r}: root folder does not exist")
+    if isinstance(src.layout, TRACK_LAYOUTS):
+        from stemdb.layouts import scan_tracks
+
+        return scan_tracks(src, root, cache=cache, taxonomy=taxonomy or Taxonomy())
     if isinstance(src.layout, MusdbLayout):
         return _scan_musdb(src, root, src.layout)
-    return _scan_stems(src, root, src.layout)
+    return _scan_stems(src, root, src.layout, taxonomy or Taxonomy())
 
 
 def _job(
@@ -124,7 +131,7 @@ def _scan_musdb(src: SourceConfig, root: Path, layout: MusdbLayout) -> list[File
     return jobs
 
 
-def _scan_stems(src: SourceConfig, root: Path, layout: StemsLayout) -> list[FileJob]:
+def _scan_stems(src: SourceConfig, root: Path, layout: StemsLayout, taxonomy: Taxonomy) -> list[FileJob]:
     rules = {k.lower(): v for k, v in layout.kinds.items()}
     seen: set[Path] = set()
     files: list[Path] = []
@@ -139,6 +146,11 @@ def _scan_stems(src: SourceConfig, root: Path, layout: StemsLayout) -> list[File
         rel_parts = p.relative_to(root).parts
         folders = [f.lower() for f in rel_parts[:-1]]
         kind = next((rules[f] for f in folders if f in rules), folders[0] if folders else "other")
+        error = None
+        if layout.names:
+            kind = taxonomy.kind_of_name(p.name) or next((rules[f] for f in folders if f in rules), "unmapped")
+            error = f"unmapped: no taxonomy rule for the file name and no folder in kinds ({p.name!r})" \
+                if kind == "unmapped" else None
         if layout.song == "parent":
             song: str | None = "/".join(rel_parts[:-1]) or p.stem
         elif regex is not None:
@@ -147,9 +159,10 @@ def _scan_stems(src: SourceConfig, root: Path, layout: StemsLayout) -> list[File
         else:
             song = None
         if isinstance(layout.split, HashSplit):
-            jobs.append(_job(src, root, p, (kind,), song, None, (layout.split.valid, layout.split.test)))
+            job = _job(src, root, p, (kind,), song, None, (layout.split.valid, layout.split.test))
         else:
-            jobs.append(_job(src, root, p, (kind,), song, layout.split))
+            job = _job(src, root, p, (kind,), song, layout.split)
+        jobs.append(job if error is None else replace(job, error=error))
     return jobs
 
 

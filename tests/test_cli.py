@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from stemdb.catalog import Catalog
 
 from .conftest import MUSDB, STEMS
 
+ROOT = Path(__file__).parent.parent
 runner = CliRunner()
 
 
@@ -94,3 +96,101 @@ def test_console_script_help_is_fast_and_lists_commands() -> None:
     assert r.returncode == 0
     for cmd in ("ingest", "catalog", "remix", "report", "evaluate"):
         assert cmd in r.stdout
+
+
+def test_version_prints_the_package_version() -> None:
+    import stemdb
+
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.stdout.strip() == f"stemdb {stemdb.__version__}"
+
+
+def test_ingest_folder_takes_origin_and_licence(tmp_path: Path) -> None:
+    cat = tmp_path / "cat"
+    r = runner.invoke(app, ["ingest", str(STEMS), "--layout", "stems", "--catalog", str(cat), "--no-tempo",
+                            "--workers", "1", "--origin", "looperman", "--licence", "CC0-1.0"])
+    assert r.exit_code == 0, r.output
+    df = Catalog.open(cat).stems()
+    assert len(df) == 16 and set(df["origin"]) == {"looperman"} and set(df["licence"]) == {"CC0-1.0"}
+    r = runner.invoke(app, ["ingest", "-c", str(ROOT / "data.yaml"), "--catalog", str(cat), "--origin", "x"])
+    assert r.exit_code == 2 and "--origin" in r.output and "FOLDER" in r.output
+
+
+def test_remix_without_data_yaml_says_so_and_matches_the_shipped_config(
+        fixture_catalog: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """The same seed gives the same bytes with the shipped data.yaml and with the built-in defaults."""
+    args = ["remix", "--catalog", str(fixture_catalog), "--n", "3", "--seconds", "1", "--seed", "5"]
+    r = runner.invoke(app, [*args, "-c", str(ROOT / "data.yaml"), "--out", str(tmp_path / "shipped")])
+    assert r.exit_code == 0, r.output
+    assert "using" not in r.output  # a config given is not announced
+    here = tmp_path / "elsewhere"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "builtin")])
+    assert r.exit_code == 0, r.output
+    assert f"using built-in defaults (no data.yaml in {here.resolve()})" in r.output
+    a = sorted(p.relative_to(tmp_path / "shipped") for p in (tmp_path / "shipped").rglob("*.wav"))
+    b = sorted(p.relative_to(tmp_path / "builtin") for p in (tmp_path / "builtin").rglob("*.wav"))
+    assert a == b and len(a) == 3 * 5
+    rec = pd.read_parquet(tmp_path / "builtin" / "recipes.parquet")
+    assert rec.filter(like="_channel_swap").to_numpy().any()  # the shipped p = 0.5 swap is on
+    for rel in a:
+        assert (tmp_path / "shipped" / rel).read_bytes() == (tmp_path / "builtin" / rel).read_bytes(), rel
+
+
+def test_long_command_through_a_pipe_prints_progress_and_one_summary(fixture_catalog: Path, tmp_path: Path) -> None:
+    """stdout and stderr to pipes (not a terminal): timed progress lines with count, rate and ETA, the warning
+    about mixtures longer than the stems, and the summary once across both streams."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "STEMDB_PROGRESS_S": "0"}
+    cmd = [sys.executable, "-m", "pipelines", "remix", "--catalog", str(fixture_catalog), "--n", "4",
+           "--seconds", "12", "--seed", "1", "--out", str(tmp_path / "r")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    both = r.stdout + r.stderr
+    assert both.count("remix: 4 mixtures") == 1 and "remix: 4 mixtures" in r.stdout
+    assert "rendering: 4/4 mixtures (100%)" in r.stderr and "mixtures/s" in r.stderr
+    assert "seconds=12 is longer than" in r.stderr and "of the mixtures' audio will be silence" in r.stderr
+    assert "using built-in defaults" in r.stderr
+
+
+def test_line_progress_is_timed_and_gives_count_rate_and_eta() -> None:
+    import io
+
+    from pipelines.progress import LineProgress
+
+    now = [100.0]
+    buf = io.StringIO()
+    p = LineProgress("measuring", unit="files", every_s=5.0, stream=buf, clock=lambda: now[0])
+    for done, t in ((1, 101.0), (2, 104.9), (10, 105.0), (12, 106.0), (30, 110.0)):
+        now[0] = t
+        p(done, 40)
+    assert buf.getvalue().splitlines() == [
+        "measuring: 10/40 files (25%), 2.0 files/s, ETA 0:15",   # 5 s in: 10 files, 30 left at 2/s
+        "measuring: 30/40 files (75%), 3.0 files/s, ETA 0:03",
+    ]
+    assert p.line(5, None, 2.0) == "measuring: 5 files, 2.5 files/s"
+
+
+def test_track_lines_give_count_rate_and_eta() -> None:
+    import io
+
+    from pipelines.progress import track_lines
+
+    now = [0.0]
+    buf = io.StringIO()
+    on_track = track_lines("scored", stream=buf, clock=lambda: now[0])
+    now[0] = 4.0
+    on_track("Music Delta - Rock", 1, 3)
+    now[0] = 8.0
+    on_track("Music Delta - Punk", 2, 3)
+    assert buf.getvalue().splitlines() == [
+        "scored Music Delta - Rock (1/3 tracks (33%), 0.250 tracks/s, ETA 0:08)",
+        "scored Music Delta - Punk (2/3 tracks (67%), 0.250 tracks/s, ETA 0:04)",
+    ]
+
+
+def test_training_log_pace_gives_rate_and_eta() -> None:
+    from train.runlog import pace
+
+    assert pace(50, 25.0, 150) == ", 2 steps/s, ETA 1:15"
+    assert pace(0, 0.0, 100) == ""

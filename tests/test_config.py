@@ -82,3 +82,49 @@ def test_each_layer_validates_its_own_sections(tmp_path: Path) -> None:
         load_config(path, schema=ProjectConfig)
     ok = load_config(_write(tmp_path, "remix:\n  seconds: 3\n"), schema=ProjectConfig)
     assert isinstance(ok.remix, RemixConfig) and ok.remix.seconds == 3.0
+
+
+def _differences(a: object, b: object, path: str = "") -> list[str]:
+    """Every key path where two JSON-like values differ (``a`` shipped, ``b`` built in)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str)
+                for d in _differences(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{path}.{k}".lstrip("."))]
+    return [] if a == b else [f"{path}: data.yaml {a!r} != built-in {b!r}"]
+
+
+def test_builtin_defaults_are_the_shipped_data_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a data.yaml, every setting is the shipped data.yaml's (only its fixture `sources` are not built in),
+    so the same seed gives the same bytes whichever folder a command runs in."""
+    from augment.config import load_project
+    from pipelines.params import pipelines_config
+    from train.config import train_config
+
+    shipped = load_project(ROOT / "data.yaml")
+    monkeypatch.chdir(tmp_path)
+    builtin = load_project()
+    checked = {"catalog", "sources", "ingest", "remix", "train", "pipelines", "stream", "report"}
+    assert set(ProjectConfig.model_fields) == checked, "a new data.yaml section: compare it here too"
+    assert builtin.sources == () and len(shipped.sources) == 3
+    assert builtin.catalog.relative_to(tmp_path) == shipped.catalog.relative_to(ROOT)
+    diffs = []
+    for name in ("ingest", "remix"):
+        diffs += _differences(getattr(shipped, name).model_dump(mode="json"),
+                              getattr(builtin, name).model_dump(mode="json"), name)
+    diffs += _differences(train_config(shipped.train).model_dump(mode="json"),
+                          train_config(builtin.train).model_dump(mode="json"), "train")
+    diffs += _differences(pipelines_config(shipped.pipelines).model_dump(mode="json"),
+                          pipelines_config(builtin.pipelines).model_dump(mode="json"), "pipelines")
+    diffs += _differences(shipped.stream, builtin.stream, "stream") + _differences(shipped.report, builtin.report,
+                                                                                    "report")
+    assert not diffs, "\n".join(diffs)
+    # the comparison is not vacuous: the remix section has non-neutral settings to compare
+    assert builtin.remix.augment["drums"]["channel_swap"] == {"p": 0.5}
+
+
+def test_config_source_says_which_config(tmp_path: Path) -> None:
+    from augment.config import config_source
+
+    assert config_source(None, folder=tmp_path) == f"built-in defaults (no data.yaml in {tmp_path.resolve()})"
+    (tmp_path / "data.yaml").write_text("remix: {seconds: 3}\n")
+    assert config_source(None, folder=tmp_path) == str(tmp_path.resolve() / "data.yaml")
+    assert config_source(tmp_path / "x.yaml") == str(tmp_path / "x.yaml")

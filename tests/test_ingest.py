@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 
 from stemdb import audio
-from stemdb.catalog import Catalog
+from stemdb.catalog import READABLE_VERSIONS, SCHEMA_VERSION, Catalog
 from stemdb.config import IngestConfig, SourceConfig, StemsLayout
 from stemdb.ingest import ingest_folder, ingest_sources
 from stemdb.scan import hash_split
@@ -81,8 +81,12 @@ def test_silent_stem(fixture_catalog: Path) -> None:
 
 
 def test_stem_mp4_streams(fixture_catalog: Path) -> None:
-    df = Catalog.open(fixture_catalog).stems(source="musdb-mp4").sort_values("stream")
+    df = Catalog.open(fixture_catalog).stems(source="musdb-mp4", include_duplicates=True).sort_values("stream")
     assert len(df) == 5
+    # the AAC streams are the HQ fixture's WAVs re-encoded: each a near-duplicate of the WAV of its kind
+    hq = "musdb:test/The Easton Ellises - Falcon 69"
+    assert list(df["duplicate_of"]) == [f"{hq}/{k}.wav" for k in audio.STEM_MP4_STREAMS]
+    assert all("near_duplicate" in list(f) for f in df["flags"])
     assert list(df["kind"]) == list(audio.STEM_MP4_STREAMS)
     assert set(df["split"]) == {"test"} and set(df["song"]) == {"The Easton Ellises - Falcon 69"}
     assert (df["sample_rate"] == 44100).all() and (df["channels"] == 2).all()
@@ -344,10 +348,11 @@ def test_version_1_catalogue_opens_and_the_next_ingest_fills_the_codec_columns(t
     now = Catalog.open(cat).stems()
     assert set(now["codec"]) == {"pcm_s16le"} and not now["lossy"].any()
     assert list(now["stem_id"]) == list(before["stem_id"])
-    assert json.loads((cat / "_catalog.json").read_text())["schema_version"] == 2
+    assert json.loads((cat / "_catalog.json").read_text())["schema_version"] == SCHEMA_VERSION
     assert ingest_sources(src, cat, cfg=FAST).skipped == 16
     meta = json.loads((cat / "_catalog.json").read_text())
-    (cat / "_catalog.json").write_text(json.dumps({**meta, "schema_version": 3}))
-    with pytest.raises(CatalogError, match=r"cat: catalogue schema_version 3; this stemdb reads versions 1, 2; "
-                                           r"upgrade stemdb"):
+    (cat / "_catalog.json").write_text(json.dumps({**meta, "schema_version": SCHEMA_VERSION + 1}))
+    readable = ", ".join(map(str, READABLE_VERSIONS))
+    with pytest.raises(CatalogError, match=rf"cat: catalogue schema_version {SCHEMA_VERSION + 1}; this stemdb reads "
+                                           rf"versions {readable}; upgrade stemdb"):
         Catalog.open(cat)

@@ -242,3 +242,40 @@ def test_clip_prevention_scales_all_stems_alike_and_never_clips(fixture_catalog:
         assert not np.array_equal(quiet.stems, out.stems)
         # the same recipe in float: stems differ from the 16-bit render by rounding only (no clipped samples)
         assert np.max(np.abs(quiet.stems - out.stems)) <= 0.5 / 32768 + 1e-7
+
+
+def test_fill_check_predicts_the_silence_padding_renders(fixture_catalog: Path) -> None:
+    """Mixtures longer than the stems: the predicted silent share is the rendered mixtures' silent tail."""
+    from augment.fill import fill_check
+
+    pool = build_pool(fixture_catalog, FAST)
+    recipes = plan_recipes(fixture_catalog, n=6, seed=2, cfg=FAST, seconds=20.0, pool=pool)
+    check = fill_check(pool, recipes, short=FAST.short)
+    table = StemTable.from_catalog(fixture_catalog)
+    tails = []
+    for r in recipes:
+        mix = render_recipe(r, table, FAST).mixture
+        last = int(np.flatnonzero(np.abs(mix).max(axis=0) > 0)[-1]) + 1
+        tails.append(1.0 - last / mix.shape[1])
+    assert 0.5 < check.silent_share < 0.9
+    assert abs(float(np.mean(tails)) - check.silent_share) < 0.02, (tails, check)
+    assert check.short_overall == 1.0 and f"about {100 * check.silent_share:.0f}% of" in check.warning()
+    short = plan_recipes(fixture_catalog, n=6, seed=2, cfg=FAST, seconds=2.0, pool=pool)
+    assert fill_check(pool, short, short="pad").warning() is None
+    looped = FAST.model_copy(update={"short": "loop"})
+    assert fill_check(pool, plan_recipes(fixture_catalog, n=6, seed=2, cfg=looped, seconds=20.0, pool=pool),
+                      short="loop").warning() is None
+
+
+def test_valid_split_is_a_folder_that_musdb_split_valid_does_not_read(fixture_catalog: Path, tmp_path: Path) -> None:
+    """README 'Interoperability': `valid/` is a folder (what Open-Unmix's and Demucs's folder loaders read); musdb's
+    split='valid' is its fixed list of MUSDB track names, so it finds none of a remix set's mixtures."""
+    musdb = import_or_skip("musdb")
+
+    cfg = FAST.model_copy(update={"valid_fraction": 0.5})
+    build_remix(fixture_catalog, tmp_path / "m", n=8, seed=4, cfg=cfg, seconds=1.0)
+    train = sorted(p.name for p in (tmp_path / "m" / "train").iterdir())
+    valid = sorted(p.name for p in (tmp_path / "m" / "valid").iterdir())
+    assert train and valid and len(train) + len(valid) == 8
+    assert len(musdb.DB(root=str(tmp_path / "m"), is_wav=True, subsets="train", split="valid")) == 0
+    assert sorted(t.name for t in musdb.DB(root=str(tmp_path / "m"), is_wav=True, subsets="train")) == train

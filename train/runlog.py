@@ -145,4 +145,15 @@ def plot_history(csv_path: str | Path, png_path: str | Path, *, title: str | Non
     return png
 
 
-__all__ = ["CSV_NAME", "PNG_NAME", "RUN_JSON", "CsvLog", "TrainResult", "csv_columns", "plot_history", "read_csv"]
+def pace(done: int, train_s: float, left: int) -> str:
+    """``", R steps/s, ETA M:SS"`` for a log line: ``done`` steps in ``train_s`` seconds of training (validation and
+    checkpoints not counted), ``left`` steps to go; empty before the first timed step."""
+    if train_s <= 0 or done <= 0:
+        return ""
+    rate = done / train_s
+    eta = int(round(max(left, 0) / rate))
+    return f", {rate:.3g} steps/s, ETA {eta // 60}:{eta % 60:02d}"
+
+
+__all__ = ["CSV_NAME", "PNG_NAME", "RUN_JSON", "CsvLog", "TrainResult", "csv_columns", "pace", "plot_history",
+           "read_csv"]

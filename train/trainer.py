@@ -59,7 +59,7 @@ from train.checkpoint import (
 from train.config import TrainConfig
 from train.feed import BatchFeed, TrainingError
 from train.models import SeparationModel
-from train.runlog import CSV_NAME, PNG_NAME, RUN_JSON, CsvLog, TrainResult, csv_columns, plot_history
+from train.runlog import CSV_NAME, PNG_NAME, RUN_JSON, CsvLog, TrainResult, csv_columns, pace, plot_history
 from train.runtime import derive_seed, dist_info, resolve_device, resolve_precision
 from train.step import LossStep, unused_parameters
 from train.validation import Crops, validate
@@ -387,7 +387,8 @@ class Trainer:
         st.history.append(row)
         if self.is_main:
             self.csv.append(row)
-            logger.info("step %d loss %.5g lr %.3g%s", self.step, st.last_loss, st.lr,
+            logger.info("step %d/%d loss %.5g lr %.3g%s%s", self.step, st.stop, st.last_loss, st.lr,
+                        pace(self.step - st.start_step, st.train_s, st.stop - self.step),
                         f" valid SDR {st.last_valid.get('valid_sdr', math.nan):.2f} dB"
                         if st.valid_step == self.step else "")
 

@@ -13,9 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from augment.report.sections import boost_notice, rendered_section, set_section
 from augment.report.stats import (
     TOP_USED,
     UNITS,
+    measure_rendered,
     numeric_values,
     param_columns,
     read_recipes_frame,
@@ -63,6 +65,7 @@ def remix_report(remix_dir: Path, out_html: Path, *, catalog: Path | None = None
         live = load_catalog(cat)[0]
         fingerprint = cat.fingerprint()
     s = remix_stats_from_frame(df, live)
+    s["rendered_levels"] = measure_rendered(remix_dir, df)
     s["remix_dir"] = str(remix_dir)
     s["catalog"] = str(catalog) if catalog is not None else None
     s["catalog_fingerprint"] = fingerprint
@@ -87,14 +90,16 @@ def _page(s: Mapping[str, Any], df: pd.DataFrame, live: pd.DataFrame | None) -> 
     elif s.get("catalog_matches") is False:
         notices.append(f"The recipes were planned from catalogue state {', '.join(s['catalog_fingerprints'])}, "
                        f"but the catalogue now has fingerprint {s['catalog_fingerprint']}: the set may be stale.")
+    if boost_notice(s):
+        notices.append(boost_notice(s))
     usage = s["stem_usage"]["overall"]
     headline = [("mixtures", fmt(t["mixtures"])), ("hours", f"{t['hours']:,.3f}" if t["hours"] < 10 else f"{t['hours']:,.1f}"),
                 ("targets", fmt(len(s["targets"]))), ("median mixture LUFS", fmt(s["mix_lufs"]["summary"]["median"], 1)),
                 ("distinct stems used", fmt(usage["distinct_stems"])), ("max reuse of a stem", fmt(usage["max_reuse"]))]
     sections: list[Section] = []
     if not s["empty"]:
-        sections = [_overview(s), _loudness(s, live), _balance(s, df, live), _silence(s), _parameters(s, df),
-                    _usage_section(s)]
+        sections = [_overview(s), set_section(s), _loudness(s, live), _balance(s, df, live), rendered_section(s),
+                    _silence(s), _parameters(s, df), _usage_section(s)]
         if s["beat_score"]:
             sections.append(_beats(s))
     sub = f"{s['remix_dir']}" + (f" · catalogue {s['catalog']}" if s.get("catalog") else "")
@@ -196,10 +201,14 @@ def _balance(s: Mapping[str, Any], df: pd.DataFrame, live: pd.DataFrame | None) 
 
 def _silence(s: Mapping[str, Any]) -> Section:
     share = s["silent_share_by_target"]
+    if not any(share.values()):
+        return Section("Silent targets", "No target is silent in any mixture (remix.silent_prob draws none).",
+                       [], [])
     fig, ax = new_figure(7.0, 3.2)
     bar_plot(ax, list(share), [100.0 * (v or 0.0) for v in share.values()], title="Silent targets",
-             ylabel="mixtures with the target silent (%)", xlabel="target", color=PALETTE[3],
+             ylabel="silent (% of mixtures)", xlabel="target", color=PALETTE[3],
              annotations=[f"{100.0 * (v or 0.0):.1f}%" for v in share.values()])
+    ax.set_ylim(0.0, min(100.0, 1.25 * 100.0 * max(v or 0.0 for v in share.values())))
     return Section("Silent targets", "Share of mixtures in which a target has no stem (drawn with silent_prob).",
                    [], [to_plot(fig, "bar chart of the share of silent targets per target")])
 
@@ -211,19 +220,21 @@ def _parameters(s: Mapping[str, Any], df: pd.DataFrame) -> Section:
         for p in s["parameters"][t]:
             if p not in names:
                 names.append(p)
-    rows = []
+    rows, constant = [], {}
     for p in names:
         for t in targets:
             d = s["parameters"][t].get(p)
             if d is None:
                 continue
-            if d["type"] == "numeric":
+            if d["constant"]:
+                constant.setdefault(f"{p} = {_constant_value(d)}", []).append(t)
+            elif d["type"] == "numeric":
                 sm = d["summary"]
                 rows.append([p, t, fmt(sm["count"]), fmt(sm["min"], 2), fmt(sm["median"], 2), fmt(sm["mean"], 2),
-                             fmt(sm["max"], 2), "constant" if d["constant"] else ""])
+                             fmt(sm["max"], 2)])
             else:
                 rows.append([p, t, fmt(d["count"]), "", ", ".join(f"{k}: {v}" for k, v in d["counts"].items()), "",
-                             "", "constant" if d["constant"] else ""])
+                             ""])
     plots: list[Plot] = []
     cols = param_columns(df, targets)
     mix_params = {k: d for k, d in s["mixture_parameters"].items() if not d["constant"]}
@@ -250,11 +261,20 @@ def _parameters(s: Mapping[str, Any], df: pd.DataFrame) -> Section:
                              "One panel per varied parameter: numeric parameters as stepped histograms per "
                              "target, yes/no and ±1 parameters as the share of each value. Silent targets are left "
                              "out; parameters that were never varied are only in the table."))
+    same = "; ".join(f"{k} ({'all targets' if len(ts) == len(targets) else ', '.join(ts)})"
+                     for k, ts in constant.items())
     return Section("Augmentation parameters drawn",
-                   "Every per-target parameter in the recipes, over the mixtures where the target has a stem. "
-                   "'constant': every value drawn is the same (usually: that transform is off).",
-                   [Table("Parameters", ["parameter", "target", "n", "min", "median / counts", "mean", "max", ""],
+                   "Every per-target parameter in the recipes that varies, over the mixtures where the target has a "
+                   "stem." + (f" The same in every mixture (usually: that transform is off): {same}." if same else ""),
+                   [Table("Parameters", ["parameter", "target", "n", "min", "median / counts", "mean", "max"],
                           rows)], plots)
+
+
+def _constant_value(d: Mapping[str, Any]) -> str:
+    """The one value of a constant parameter ('—' when it has no value at all)."""
+    if d["type"] == "categorical":
+        return next(iter(d["counts"]), "—")
+    return fmt(d["summary"]["min"], 2)
 
 
 def _shared_bins(df: pd.DataFrame, per_target: Mapping[str, Mapping[str, Any]], cols: Mapping[str, Mapping[str, str]],
@@ -357,6 +377,13 @@ def remix_markdown(s: Mapping[str, Any]) -> str:
     out.append(f"**{t['mixtures']:,} mixtures, {fmt(t['hours'])} h** "
                f"({', '.join(f'{k}: {v:,}' for k, v in s['mixtures_by_split'].items())}); "
                f"mixture loudness median {fmt(s['mix_lufs']['summary']['median'], 1)} LUFS.")
+    f = s.get("set")
+    if f and not s.get("empty"):
+        out.append(f"Seed {', '.join(map(str, f['seeds']))} · config {', '.join(f['config_fingerprints'])} · "
+                   f"{', '.join(map(str, f['sample_rates']))} Hz, {', '.join(map(str, f['channels']))} ch, "
+                   f"{', '.join(f['subtypes'])}.")
+    if s.get("boosts", {}).get("count"):
+        out.append(f"**{s['boosts']['count']} stem uses boosted by more than +{s['boosts']['limit_db']:g} dB.**")
     if s["targets"]:
         rows = []
         for tg in s["targets"]:

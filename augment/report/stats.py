@@ -9,7 +9,9 @@ other per-target numeric or boolean column (offsets, levels, pitch, stretch, fil
 The level balance compares each target's level relative to its mixture with the same quantity measured on the
 real multitracks of the catalogue (:func:`stemdb.report.catalog_report.multitrack_rel_levels`): measured
 ``<target>_lufs - mix_lufs`` when the recipes carry ``<target>_lufs``, else the planned ``<target>_rel_lufs``
-(the JSON says which under ``rel_level_basis``). Units: LUFS, LU, dB, seconds, hours, semitones.
+(the JSON says which under ``rel_level_basis``); ``rendered_levels`` measures the same on the written files of a
+sample of mixtures (:mod:`augment.report.rendered`, with the set's facts and the stems boosted by more than
++12 dB). Units: LUFS, LU, dB, seconds, hours, semitones.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from augment.report.rendered import boosts, rendered_levels, set_facts
 from stemdb.errors import StemdbError
 from stemdb.report.catalog_report import load_catalog, multitrack_rel_levels
 from stemdb.report.html import histogram, summarize
@@ -166,6 +169,8 @@ def remix_stats_from_frame(df: pd.DataFrame, live: pd.DataFrame | None = None) -
                        if beat.notna().any() else None)
     fps = sorted({str(v) for v in df.get("catalog_fingerprint", pd.Series(dtype=object)).dropna()})
     s["catalog_fingerprints"] = fps
+    s["set"] = set_facts(df, targets, silent, live)
+    s["boosts"] = boosts(df, targets, silent, live)
     return s
 
 
@@ -236,6 +241,13 @@ def remix_stats(remix_dir: str | Path, *, catalog: str | Path | None = None) -> 
     df = read_recipes_frame(remix_dir)
     live = load_catalog(catalog)[0] if catalog is not None else None
     s = remix_stats_from_frame(df, live)
+    s["rendered_levels"] = measure_rendered(remix_dir, df)
     s["remix_dir"] = str(remix_dir)
     s["catalog"] = str(catalog) if catalog is not None else None
     return s
+
+
+def measure_rendered(remix_dir: str | Path, df: pd.DataFrame) -> dict[str, Any]:
+    """:func:`augment.report.rendered.rendered_levels` of the set's targets and silent masks."""
+    targets = recipe_targets(df)
+    return rendered_levels(remix_dir, df, targets, {t: silent_mask(df, t) for t in targets})

@@ -35,13 +35,15 @@ from stemdb.report.html import (
     to_plot,
     write_report,
 )
+from stemdb.report.quality_section import QUALITY_REPORT_COLUMNS, quality_section, quality_stats
 
 log = logging.getLogger(__name__)
 
 #: the catalogue columns the report reads (list columns such as loudness profiles are not loaded)
 COLUMNS = ["key", "stem_id", "source", "path", "stream", "kind", "song", "split", "origin", "licence",
            "sample_rate", "channels", "frames", "duration_s", "format", "subtype", "bytes", "lufs", "peak_dbfs",
-           "rms_dbfs", "clipping_ratio", "silence_ratio", "tempo_bpm", "flags", "duplicate_of", "deleted"]
+           "rms_dbfs", "clipping_ratio", "silence_ratio", "tempo_bpm", "flags", "duplicate_of", "deleted",
+           *QUALITY_REPORT_COLUMNS]
 #: groupings reported as files and hours
 DIMENSIONS = ("kind", "source", "origin", "split", "licence")
 #: usual order of kinds on the page (others follow alphabetically, ``mixture`` last)
@@ -157,6 +159,7 @@ def catalog_stats_from_frames(live: pd.DataFrame, every: pd.DataFrame, rejects: 
     stats["flagged_files"] = {str(f): sorted(g["key"].tolist()) for f, g in flags.groupby("flags", sort=True)}
 
     stats["rejects"] = _rejects(rejects)
+    stats["quality"] = quality_stats(live, kinds)
     stats["duplicates"] = _duplicates(every)
     stats["leakage"] = _leakage(every)
     rel = multitrack_rel_levels(live)
@@ -249,7 +252,7 @@ def _page(s: Mapping[str, Any], live: pd.DataFrame) -> Page:
     sections: list[Section] = []
     if not s["empty"]:
         sections += [_overview(s), _durations(s), _levels(s, live), _silence(s, live), _formats(s), _tempo(s),
-                     _balance(s, live), _flags(s)]
+                     _balance(s, live), quality_section(s["quality"], live), _flags(s)]
     sections += [_rejects_section(s), _duplicates_section(s), _leakage_section(s)]
     return Page(title="stemdb catalogue report", subtitle=f"{s['catalog']} · fingerprint {s.get('fingerprint', '')}",
                 headline=headline, sections=sections, notices=notices, generated_at=s.get("generated_at", ""))
@@ -325,7 +328,7 @@ def _silence(s: Mapping[str, Any], live: pd.DataFrame) -> Section:
         r.append(fmt(s["silent_files_by_kind"][k]))
     fig, ax = new_figure(7.5, 3.6)
     box_plot(ax, {k: live.loc[live["kind"] == k, "silence_ratio"].tolist() for k in s["silence_ratio_by_kind"]},
-             title="Silence ratio per kind", ylabel="fraction of the file below the silence threshold")
+             title="Silence ratio per kind", ylabel="silent share of the file")
     ax.set_ylim(-0.03, 1.03)
     clip_rows = [[k, fmt(v["count"]), fmt(s["clipping_files_by_kind"][k]),
                   *("—" if v[c] is None else f"{v[c]:.2e}" for c in ("median", "mean", "max"))]
@@ -380,7 +383,8 @@ def _listed(keys: list[str]) -> str:
 def _flags(s: Mapping[str, Any]) -> Section:
     rows = [[f, n, _listed(s["flagged_files"][f])] for f, n in s["flags"].items()]
     text = ("Quality flags set at ingest (silent: no sound at all; clipping: samples at full scale; lossy: decoded "
-            "from a lossy codec; length_mismatch: the stems of one multitrack differ in length).")
+            "from a lossy codec; length_mismatch: the stems of one multitrack differ in length; near_duplicate: a "
+            "re-encoded or edited copy of a kept stem; has_bleed, instrumental: as MedleyDB's metadata says).")
     return Section("Quality flags", text if rows else "No quality flags.",
                    [Table("Flags", ["flag", "files", "files named"], rows)] if rows else [])
 
@@ -401,7 +405,8 @@ def _duplicates_section(s: Mapping[str, Any]) -> Section:
         return Section("Duplicates", "No duplicate audio: every live file has distinct content.")
     rows = [[g["canonical"], _listed(g["copies"]), g["stem_id"][:12]] for g in d["groups"][:MAX_LISTED]]
     return Section("Duplicates", f"{d['total']} file(s) have the same decoded audio as another file (same "
-                   "stem_id) and are left out of every count above.",
+                   "stem_id) or are a near-duplicate of it (flag near_duplicate: re-encoded, trimmed, gain-changed "
+                   "or resampled), and are left out of every count above.",
                    [Table("Duplicate groups", ["kept (canonical)", "copies", "stem_id"], rows)])
 
 
