@@ -313,6 +313,8 @@ def train(
     max_minutes: Annotated[float | None, typer.Option(help="stop after this much training time")] = None,
     checkpoint_every: Annotated[int | None, typer.Option(help="steps between checkpoints")] = None,
     valid_root: Annotated[Path | None, typer.Option(help="MUSDB18-HQ-layout folder for validation SDR")] = None,
+    target: Annotated[list[str] | None, typer.Option("--target", help="a per-target run: only this stem "
+                                                                      "(repeatable; default: every stem)")] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="any train.* key: KEY=VALUE (repeatable)")] = None,
     nproc: Annotated[int, typer.Option(help="processes (DDP through torchrun; GPUs or CPU gloo)",
                                        callback=opt.WORKERS)] = 1,
@@ -325,7 +327,7 @@ def train(
     overrides: dict[str, Any] = overrides_from(
         sets, valid_root=valid_root, steps=steps, batch_size=batch_size, accumulate=accumulate, lr=lr,
         precision=precision, device=device, seed=seed, seconds=seconds, num_workers=num_workers,
-        max_minutes=max_minutes, checkpoint_every=checkpoint_every)
+        max_minutes=max_minutes, checkpoint_every=checkpoint_every, targets=target or None)
     if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         cmd = torchrun_command(nproc, torchrun_args(out, config=config, model=model, overrides=overrides,
                                                     resume=resume, init=init))
@@ -343,6 +345,24 @@ def train(
     if dist_info()[0] == 0:
         typer.echo(result.line())
         typer.echo(f"log {result.csv}  plot {result.png}")
+
+
+@app.command("bundle", help="Join per-target runs into one separator (a run folder separate/evaluate-run use).")
+def bundle(
+    runs: Annotated[list[Path], typer.Argument(help="run folders or checkpoint files, one per member")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the bundle's run folder")],
+    target: Annotated[list[str] | None, typer.Option("--target", help="the bundle's stems in order (repeatable; "
+                                                                      "default: the first run's remix targets)")]
+    = None,
+) -> None:
+    """Join the newest checkpoints of RUNS (each separating some stems) into one bundle in OUT."""
+    from train.bundle import bundle_runs
+
+    try:
+        path = bundle_runs(runs, out=out, targets=target or None)
+    except (StemdbError, ValueError) as exc:
+        _fail(exc)
+    typer.echo(f"wrote {path}")
 
 
 @app.command("separate", help="Separate an audio file into stems with a trained run (or the centre baseline).")

@@ -53,11 +53,16 @@ class TrainConfig(_Frozen):
     training device (:class:`train.gpu_augment.GpuAugment`) instead of the CPU renderer. ``epoch_length``: items
     per epoch (``None``: an endless stream; the LR schedule counts steps either way).
     ``max_minutes``: stop after this much training time (all ranks together). ``in_batch_remix``: group size of the
-    Demucs-style in-batch remix (0 or 1: off).
+    Demucs-style in-batch remix (0 or 1: off). ``targets``: the stems this run's model separates (a per-target
+    run: ``[vocals]``, its own loss, steps, LR and options; ``stemdb bundle`` joins such runs); empty: every stem
+    the data yields. ``conditioning`` (conditioned models: ``cunet``, ``lasaft``): ``draw`` one target per item and
+    step (the papers' training, one pass per item) or ``all`` targets for every item (``S`` passes per item).
     """
 
     model: str = "unet"
     model_options: dict[str, Any] = Field(default_factory=dict)
+    targets: tuple[str, ...] = ()
+    conditioning: Literal["draw", "all"] = "draw"
     loss: str | None = None
     data: Literal["stream", "folders"] = "stream"
     folders: Path | None = None
@@ -94,6 +99,14 @@ class TrainConfig(_Frozen):
     def _model(cls, v: str) -> str:
         if v not in model_names():
             raise ValueError(f"allowed: {', '.join(model_names())}")
+        return v
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        dup = sorted({t for t in v if v.count(t) > 1})
+        if dup or not all(v):
+            raise ValueError(f"stem names must be distinct and non-empty (repeated: {dup})")
         return v
 
     @field_validator("loss")

@@ -42,16 +42,34 @@ def is_indexed_stream(data: Any) -> bool:
     return mod is not None and isinstance(data, mod.IndexedStream)
 
 
+def data_stems(data: Any) -> tuple[str, ...] | None:
+    """The stem names of a data source's target axis, in order: its ``stems`` or ``targets`` attribute when that is
+    a sequence of names (the :mod:`train.data` streams, :class:`train.validation.ArrayDataset` made by
+    :meth:`train.validation.Crops.dataset`); ``None`` when it does not say."""
+    for attr in ("stems", "targets"):
+        names = getattr(data, attr, None)
+        if isinstance(names, tuple | list) and names and all(isinstance(n, str) for n in names):
+            return tuple(names)
+    return None
+
+
 class BatchFeed:
     """Endless ``(mixture (B, C, T), targets (B, S, C, T))`` float32 batches on ``device`` from ``data``.
 
     ``epoch`` and ``batches_in_epoch`` count what was delivered; :meth:`restore` sets them (and the stream's state)
-    from a checkpoint, so the next batch is the one an uninterrupted run would have trained on.
+    from a checkpoint, so the next batch is the one an uninterrupted run would have trained on. When the data names
+    its stems (:func:`data_stems`) and the model separates fewer (a per-target run), the model's stems are picked
+    from each batch; the mixture stays the data's (the sum of every stem).
     """
 
     def __init__(self, data: Any, *, targets: tuple[str, ...], batch_size: int, num_workers: int, seed: int,
                  rank: int, world: int, device: torch.device) -> None:
         self.data, self.targets = data, targets
+        names = data_stems(data)
+        missing = [t for t in targets if names is not None and t not in names]
+        if missing:
+            raise TrainingError(f"the training data has no stem(s) {missing} (it has {list(names or ())})")
+        self._pick = None if names is None or names == targets else [names.index(t) for t in targets]
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.rank, self.world, self.device = rank, world, device
         self.epoch = 0
@@ -170,6 +188,8 @@ class BatchFeed:
             mix, tgt = parts
         mix = torch.as_tensor(mix).to(self.device, torch.float32, non_blocking=True)
         tgt = torch.as_tensor(tgt).to(self.device, torch.float32, non_blocking=True)
+        if self._pick is not None and tgt.dim() == 4 and tgt.shape[1] == len(data_stems(self.data) or ()):
+            tgt = tgt[:, self._pick]
         if tgt.dim() != 4 or tgt.shape[1] != len(self.targets):
             raise TrainingError(
                 f"targets batch has shape {tuple(tgt.shape)}; expected (B, {len(self.targets)}, C, T) for "
@@ -178,4 +198,4 @@ class BatchFeed:
         return mix, tgt
 
 
-__all__ = ["BatchFeed", "TrainingError", "is_indexed_stream"]
+__all__ = ["BatchFeed", "TrainingError", "data_stems", "is_indexed_stream"]

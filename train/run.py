@@ -19,6 +19,7 @@ from stemdb.config import StemdbConfig
 from stemdb.errors import ConfigError
 from train.checkpoint import init_weights
 from train.config import TrainConfig, train_config
+from train.feed import data_stems
 from train.models import build_model, model_class
 from train.runlog import TrainResult
 from train.runtime import dist_info, init_distributed, resolve_device
@@ -52,6 +53,19 @@ def build_train_data(scfg: ProjectConfig, tcfg: TrainConfig, *, seconds: float) 
                      gpu_augment=tcfg.gpu_augment, dtype=dtype)
     fingerprint = Catalog.open(scfg.catalog).fingerprint()
     return ds, fingerprint, {"data": "stream", "catalog": str(scfg.catalog)}
+
+
+def run_targets(tcfg: TrainConfig, stems: tuple[str, ...]) -> tuple[str, ...]:
+    """The stems the run's model separates: ``train.targets`` (a per-target run), else every stem of the data.
+
+    Raises:
+        ConfigError: a ``train.targets`` name that is not one of the data's ``stems`` (both named).
+    """
+    missing = [t for t in tcfg.targets if t not in stems]
+    if missing:
+        raise ConfigError(f"train.targets: {missing} not among the training data's stems {list(stems)}",
+                          key="train.targets")
+    return tcfg.targets or stems
 
 
 def train_run(
@@ -90,7 +104,7 @@ def train_run(
     fingerprint, extra = None, {"data": "given"}
     if train_data is None:
         train_data, fingerprint, extra = build_train_data(scfg, tcfg, seconds=seconds)
-    targets = tuple(getattr(train_data, "targets", scfg.remix.targets))
+    targets = run_targets(tcfg, data_stems(train_data) or tuple(scfg.remix.targets))
     channels = int(getattr(train_data, "channels", 1 if tcfg.mono else scfg.remix.channels))
     rate = int(getattr(train_data, "sample_rate", tcfg.sample_rate or scfg.remix.sample_rate))
     net = build_model(tcfg.model, targets=targets, channels=channels, sample_rate=rate, seed=tcfg.seed,
@@ -118,4 +132,4 @@ def iter_batches(mixtures: Tensor, targets: Tensor, *, batch_size: int) -> Itera
     return _Batches()
 
 
-__all__ = ["build_train_data", "iter_batches", "train_run"]
+__all__ = ["build_train_data", "iter_batches", "run_targets", "train_run"]

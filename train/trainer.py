@@ -131,7 +131,7 @@ class Trainer:
         self.amp = resolve_precision(config.precision, self.device)
         self._process_switches()
         self.model = model.to(self.device)
-        self.loss_step = LossStep(self.model, config.loss_name)
+        self.loss_step = LossStep(self.model, config.loss_name, conditioning=config.conditioning)
         self.wrapped: nn.Module = self._wrap_ddp() if self.ddp else self.loss_step
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=config.lr, eps=self.amp.adam_eps, weight_decay=config.weight_decay
@@ -269,7 +269,7 @@ class Trainer:
             sync = contextlib.nullcontext() if (not self.ddp or last) else self.wrapped.no_sync()
             with sync:
                 with self.amp.autocast(self.device):
-                    loss = self.wrapped(mix, tgt)
+                    loss = self.wrapped(mix, tgt, derive_seed(self.cfg.seed, self.step, micro, self.rank, "target"))
                 self.scaler.scale(loss / acc).backward()
             total += loss.detach().float()
         if self.cfg.grad_clip is not None:

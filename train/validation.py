@@ -31,9 +31,10 @@ class ArrayDataset(torch.utils.data.Dataset):
     Args:
         mixtures: ``(N, C, T)`` float.
         targets: ``(N, S, C, T)`` float.
+        stems: the names of the ``S`` axis, when known (a per-target run picks its stems by name).
     """
 
-    def __init__(self, mixtures: Tensor, targets: Tensor) -> None:
+    def __init__(self, mixtures: Tensor, targets: Tensor, stems: Sequence[str] | None = None) -> None:
         if mixtures.dim() != 3 or targets.dim() != 4 or targets.shape[0] != mixtures.shape[0] or (
             targets.shape[2:] != mixtures.shape[1:]
         ):
@@ -42,6 +43,9 @@ class ArrayDataset(torch.utils.data.Dataset):
                 f"{tuple(mixtures.shape)} and {tuple(targets.shape)}"
             )
         self.mixtures, self.targets = mixtures.float(), targets.float()
+        self.stems = tuple(stems) if stems is not None else None
+        if self.stems is not None and len(self.stems) != targets.shape[1]:
+            raise ValueError(f"stems {list(self.stems)} do not name the {targets.shape[1]} targets")
 
     def __len__(self) -> int:
         return self.mixtures.shape[0]
@@ -63,7 +67,7 @@ class Crops:
 
     def dataset(self) -> ArrayDataset:
         """The crops as an :class:`ArrayDataset` (to train on them)."""
-        return ArrayDataset(self.mixture, self.targets)
+        return ArrayDataset(self.mixture, self.targets, self.stems)
 
 
 def load_crops(

@@ -50,6 +50,10 @@ MODELS: dict[str, tuple[str, str]] = {
     "dccrn": ("train.models.dccrn", "DCCRN"),
     "phasen": ("train.models.phasen", "PHASEN"),
     "centre": ("train.models.centre", "Centre"),
+    "cunet": ("train.models.cunet", "CUNet"),
+    "lasaft": ("train.models.lasaft", "LaSAFT"),
+    "d3net": ("train.models.d3net", "D3Net"),
+    "bundle": ("train.models.bundle", "Bundle"),
 }
 
 
@@ -139,12 +143,18 @@ def build_model(
         seed: when given, the initial weights are drawn from ``torch.manual_seed(seed)`` inside
             ``torch.random.fork_rng`` (the caller's random state is left as it was), so the same seed gives the
             same weights. Not part of ``config()``: a rebuilt model takes its weights from a checkpoint.
-        **kwargs: the architecture options of the model's class (see its ``__init__``).
+        **kwargs: the architecture options of the model's class (see its ``__init__``); for a mask model also
+            ``band_split_hz`` and ``low_options`` (:mod:`train.models.bandsplit`).
 
     Raises:
         ValueError: unknown ``name`` or unknown kwargs (the message lists the allowed ones), or a bad value.
     """
     cls = model_class(name)
+    if "band_split_hz" in kwargs:  # a low-band and a full-band copy of a mask model, merged
+        from train.models.bandsplit import BandSplit
+
+        cls, kwargs = BandSplit, {"base": name, **kwargs}
+        return _build(cls, seed, targets=tuple(targets), channels=channels, sample_rate=sample_rate, **kwargs)
     allowed = [
         p.name
         for p in inspect.signature(cls.__init__).parameters.values()
@@ -153,12 +163,16 @@ def build_model(
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for model {name!r}; allowed: {', '.join(allowed)}")
-    targets = tuple(targets)
+    return _build(cls, seed, targets=tuple(targets), channels=channels, sample_rate=sample_rate, **kwargs)
+
+
+def _build(cls: type[SeparationModel], seed: int | None, **kwargs: Any) -> SeparationModel:
+    """``cls(**kwargs)``, its weights drawn from ``torch.manual_seed(seed)`` in a forked random state if given."""
     if seed is None:
-        return cls(targets=targets, channels=channels, sample_rate=sample_rate, **kwargs)
+        return cls(**kwargs)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return cls(targets=targets, channels=channels, sample_rate=sample_rate, **kwargs)
+        return cls(**kwargs)
 
 
 def scale_init_(module: nn.Module, scale: float) -> nn.Module:
