@@ -22,6 +22,7 @@ from pipelines import options as opt
 from pipelines.launch import overrides_from, torchrun_args, torchrun_command
 from pipelines.progress import progress as _progress
 from pipelines.progress import track_lines
+from pipelines.tables import compare_lines, num, run_scores_lines
 from stemdb.config import IngestConfig
 from stemdb.errors import StemdbError
 
@@ -77,10 +78,6 @@ def _catalog_dir(config: Path | None, catalog: Path | None) -> Path:
 def _fail(exc: Exception) -> NoReturn:
     opt.print_error(exc)
     raise typer.Exit(2)
-
-
-def _num(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.2f}"
 
 
 @app.callback()
@@ -233,7 +230,7 @@ def evaluate(
     typer.echo(f"{'stem':<12} " + " ".join(f"{m.replace('level_error', 'level'):>8}" for m in metrics)
                + f"   (dB, median over {len(scores['tracks'])} tracks)")
     for stem, v in scores["median"].items():
-        typer.echo(f"{stem:<12} " + " ".join(f"{_num(v.get(m)):>8}" for m in metrics))
+        typer.echo(f"{stem:<12} " + " ".join(f"{num(v.get(m)):>8}" for m in metrics))
     typer.echo(f"wrote {out}")
 
 
@@ -407,7 +404,6 @@ def evaluate_run(
     """Separate every track of MUSDB_ROOT with RUN and score it (BSSEval v4, SI-SDR, level error; gain over the
     mixture divided by the number of stems and over the mixture)."""
     from train.separate import evaluate_run as run_and_score
-    from train.separate import stems_summary
 
     try:
         result = run_and_score(run, musdb_root, out=out, split=split, tracks=tracks or None, workers=workers,
@@ -415,15 +411,8 @@ def evaluate_run(
                                on_track=track_lines("separated"))
     except (StemdbError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
-    typer.echo(f"{'stem':<10} {'SDR':>8} {'SI-SDR':>8} {'dSDR/N':>8} {'dSDR':>8}   (median over "
-               f"{len(result['tracks'])} tracks; dSDR/N: improvement over the mixture divided by the number of stems, "
-               "dSDR: over the unprocessed mixture)")
-    skipped = result.get("not_estimated", {})
-    for stem, s, si, imp_n, imp in stems_summary(result):
-        if stem in skipped:
-            typer.echo(f"{stem:<10} not estimated ({skipped[stem]})")
-        else:
-            typer.echo(f"{stem:<10} {_num(s):>8} {_num(si):>8} {_num(imp_n):>8} {_num(imp):>8}")
+    for line in run_scores_lines(result):
+        typer.echo(line)
     typer.echo(f"wrote {out}")
 
 
@@ -435,19 +424,13 @@ def compare(
 ) -> None:
     """Run the comparison ``compare.yaml`` describes into OUT (finished runs and scores are reused on a rerun)."""
     from train.compare import run_comparison
-    from train.compare.results import text_table
 
     try:
         results = run_comparison(config, out, on_run=lambda k, d, n: typer.echo(f"run {k} done ({d}/{n})", err=True))
     except (StemdbError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
-    for line in text_table(results):
+    for line in compare_lines(results, out):
         typer.echo(line)
-    t = results["timing"]
-    typer.echo(f"scoring: {_num(t['scoring_s_per_audio_minute'])} s per minute of audio, "
-               f"{100 * (t['scoring_share'] or 0):.1f} % of the {t['wall_s']:.0f} s wall time")
-    typer.echo(f"wrote {Path(out) / 'results.json'} and {Path(out) / 'report.html'}")
-
 
 def main() -> None:
     """Console-script entry point (``stemdb``)."""
