@@ -318,7 +318,8 @@ def train(
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="continue from RUN's newest checkpoint")]
     = True,
     init: Annotated[Path | None, typer.Option("--init", help="start from this run's (or checkpoint file's) "
-                                              "weights; optimizer and step count start fresh")] = None,
+                                              "weights; optimizer and step count start fresh",
+                                              callback=opt.existing_path)] = None,
 ) -> None:
     """Train a separation model on the remix stream (or rendered folders) into a run folder."""
     overrides: dict[str, Any] = overrides_from(
@@ -346,8 +347,9 @@ def train(
 
 @app.command("bundle", help="Join per-target runs into one separator (a run folder separate/evaluate-run use).")
 def bundle(
-    runs: Annotated[list[Path], typer.Argument(help="run folders or checkpoint files, one per member")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="the bundle's run folder")],
+    runs: Annotated[list[Path], typer.Argument(help="run folders or checkpoint files, one per member",
+                                               callback=opt.existing_paths)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the bundle's run folder", callback=opt.output_dir)],
     target: Annotated[list[str] | None, typer.Option("--target", help="the bundle's stems in order (repeatable; "
                                                                       "default: the first run's remix targets)")]
     = None,
@@ -419,8 +421,10 @@ def evaluate_run(
 @app.command("compare", help="Which training data separates best: train one model per data variant and seed "
              "with equal budgets, score held-out songs, write results.json and report.html.")
 def compare(
-    config: Annotated[Path, typer.Option("--config", "-c", help="compare.yaml (variants, budget, seeds, test set)")],
-    out: Annotated[Path, typer.Option("--out", help="the comparison's folder (runs, results.json, report.html)")],
+    config: Annotated[Path, typer.Option("--config", "-c", help="compare.yaml (variants, budget, seeds, test set)",
+                                         callback=opt.existing_file)],
+    out: Annotated[Path, typer.Option("--out", help="the comparison's folder (runs, results.json, report.html)",
+                                      callback=opt.output_dir)],
 ) -> None:
     """Run the comparison ``compare.yaml`` describes into OUT (finished runs and scores are reused on a rerun)."""
     from train.compare import run_comparison

@@ -167,6 +167,20 @@ def existing_file(value: Path | None) -> Path | None:
     return value
 
 
+def existing_path(value: Path | None) -> Path | None:
+    """An existing file or folder (a run folder or a checkpoint file)."""
+    if value is not None and not value.exists():
+        raise typer.BadParameter(f"{str(value)!r} does not exist; allowed: an existing run folder or checkpoint file")
+    return value
+
+
+def existing_paths(values: list[Path] | None) -> list[Path] | None:
+    """Every one an existing file or folder."""
+    for v in values or []:
+        existing_path(v)
+    return values
+
+
 def output_dir(value: Path | None) -> Path | None:
     """A folder to write into: an existing folder or a new one, on a writable file system."""
     if value is None:

@@ -308,6 +308,12 @@ BAD_OPTIONS = [
     (["train", "--out", "O", "--nproc", "0"], ["--nproc", "0"]),
     (["evaluate-run", ".", "--musdb-root", "MISSING"], ["--musdb-root", "MISSING"]),
     (["remix", "--out", "O", "--nope", "1"], ["--nope"]),
+    (["train", "--out", "O", "--init", "MISSING"], ["--init", "MISSING", "does not exist"]),
+    (["bundle", "MISSING", "--out", "B"], ["MISSING", "does not exist"]),
+    (["bundle", ".", "--out", "FILE"], ["--out", "FILE", "is a file"]),
+    (["compare", "--config", "MISSING.yaml", "--out", "C"], ["--config", "MISSING.yaml", "does not exist"]),
+    (["compare", "--config", ".", "--out", "C"], ["--config", "is a folder"]),
+    (["compare", "--config", "FILE", "--out", "FILE"], ["--out", "FILE", "is a file"]),
 ]
 
 
