@@ -12,11 +12,12 @@ parts). An interrupted build resumes from its finished chunks; a rerun with the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -189,11 +190,7 @@ def build_remix(
         log.warning(warning)
     chunks = plan.chunks()
     sizes = [len(c) for c in chunks]
-    with folder_lock(out, "stemdb remix"):
-        claim_output(out, seed=seed, settings=fingerprint_of({"cfg": cfg.model_dump(mode="json"),
-                                                              "seconds": seconds or cfg.seconds}))
-        for d in (out, out / ".parts"):  # temp files of a killed build (the lock says no build is running)
-            remove_temps(d)
+    with claimed_output(out, seed=seed, cfg=cfg, seconds=seconds, what="stemdb remix"):
         if workers > 1:
             jobs = [(c, plan, str(catalog), str(out), cfg) for c in chunks]
             with process_pool(workers) as executor:
@@ -235,6 +232,19 @@ def fill_warning(pool: StemPool, cfg: RemixConfig, plan: BuildPlan) -> str | Non
     idx = sorted({round(i) for i in np.linspace(0, plan.n - 1, min(plan.n, FILL_SAMPLE))})
     sample = plan_block(pool, cfg, seed=plan.seed, indices=idx, seconds=plan.seconds).recipes()
     return fill_check(pool, sample, short=cfg.short).warning()
+@contextlib.contextmanager
+def claimed_output(out: Path, *, seed: int, cfg: RemixConfig, seconds: float | None, what: str) -> Iterator[Path]:
+    """Hold ``out`` for one build (``stemdb.atomic.folder_lock``: a second writer fails at once, naming ``what``
+    holds it), refuse it when it holds another seed's or other settings' set (:func:`claim_output`), and remove the
+    temp files of a killed build; both ``build_remix`` and the ``build-remix`` flow write inside it."""
+    with folder_lock(out, what):
+        claim_output(out, seed=seed, settings=fingerprint_of({"cfg": cfg.model_dump(mode="json"),
+                                                              "seconds": seconds or cfg.seconds}))
+        for d in (out, out / ".parts"):  # temp files of a killed build (the lock says no build is running)
+            remove_temps(d)
+        yield out
+
+
 def claim_output(out: Path, *, seed: int, settings: str) -> None:
     """Record in ``out/.remix.json`` which build writes ``out`` (its seed and a hash of its settings), refusing an
     ``out`` that holds the mixtures of another build: a build replaces whatever is not its own, so re-using a

@@ -34,7 +34,15 @@ from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote, unmapped
 
-from augment.build import BuildPlan, chunked, fill_warning, finish_remix, prepare_build, render_chunk
+from augment.build import (
+    BuildPlan,
+    chunked,
+    claimed_output,
+    fill_warning,
+    finish_remix,
+    prepare_build,
+    render_chunk,
+)
 from augment.config import ProjectConfig, RemixConfig, load_project
 from pipelines.artifacts import publish_catalog_stats, publish_catalog_table, publish_remix_stats
 from pipelines.params import (
@@ -320,14 +328,14 @@ def build_remix_flow(
     n = p.n_mixtures
     logger.info("build-remix: %d mixtures in %d chunks of %d, planned and rendered per chunk -> %s (task runner %s)",
                 n, len(chunks), plan.chunk_size, out, pcfg.task_runner)
-    out.mkdir(parents=True, exist_ok=True)
-    results, errors = _run_mapped(make_task_runner(pcfg), _io_task(render_chunk_task, pcfg), {"chunk": chunks},
-                                  {"plan": plan, "catalog": str(cat_path), "out": str(out), "cfg": cfg.remix})
-    if errors:
-        raise RuntimeError(f"build-remix: {len(errors)} of {len(chunks)} chunks failed; the {len(results)} finished "
-                           f"chunks are kept, rerun with the same parameters to resume: {errors[0]!r}") from errors[0]
-    rendered = int(sum(results))
-    _io_task(finish_remix_task, pcfg)(str(out), plan, list(cfg.remix.targets))
+    with claimed_output(out, seed=p.seed, cfg=cfg.remix, seconds=p.seconds, what="build-remix flow"):
+        results, errors = _run_mapped(make_task_runner(pcfg), _io_task(render_chunk_task, pcfg), {"chunk": chunks},
+                                      {"plan": plan, "catalog": str(cat_path), "out": str(out), "cfg": cfg.remix})
+        if errors:
+            raise RuntimeError(f"build-remix: {len(errors)} of {len(chunks)} chunks failed ({len(results)} kept; "
+                               f"rerun with the same parameters to resume): {errors[0]!r}") from errors[0]
+        rendered = int(sum(results))
+        _io_task(finish_remix_task, pcfg)(str(out), plan, list(cfg.remix.targets))
     publish_remix_stats_task(str(out), str(cat_path))
     hours = n * float(p.seconds if p.seconds is not None else cfg.remix.seconds) / 3600.0
     secs = time.perf_counter() - t0

@@ -172,6 +172,10 @@ def test_build_remix_flow_equals_the_plain_loop_and_a_rerun_is_a_noop(
     assert (again["rendered"], again["skipped"]) == (0, N)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.wav")} == before
     assert tree(out) == tree(reference)
+    # the flow claims its output like `stemdb remix` (issue 18.6): another seed into it fails and deletes nothing
+    other = remix(out, fixture_catalog, config_file, seed=SEED + 1)
+    assert other.is_failed() and f"holds a remix of seed {SEED}" in other.message, other.message
+    assert tree(out) == tree(reference)
 
 
 @pytest.mark.parametrize(("params", "name"), [
