@@ -81,6 +81,17 @@ def _ieee_subnormals() -> object:
         torch.set_flush_denormal(False)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> object:
+    """One torch thread for a module's model tests (steady timings beside other work), the count restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA

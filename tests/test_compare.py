@@ -23,14 +23,6 @@ from train.compare.variants import BUILTIN_VARIANTS, run_specs
 FALCON = "The Easton Ellises - Falcon 69"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _restore_denormals():  # noqa: ANN202 - a generator fixture
-    """The in-process training here sets torch's flush-denormal mode (``train.flush_denormal``), process-wide; later
-    test modules (hypothesis's float strategies) need subnormals back."""
-    yield
-    import torch
-
-    torch.set_flush_denormal(False)
 TINY_UNET = {"n_fft": 256, "hop_length": 64, "levels": 3, "base_filters": 4, "max_bin": 100, "dropout": 0.0}
 
 

@@ -35,13 +35,7 @@ VARIANTS = [("cunet", {}), ("cunet", {"film": "complex"}), ("lasaft", {}), ("d3n
 VARIANT_IDS = ["cunet", "cunet-complex", "lasaft", "d3net", "mmdenselstm"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-    torch.set_flush_denormal(False)  # the Trainer flushes denormals process-wide on the CPU; later modules need IEEE
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(name: str, *, targets=STEMS, channels: int = 2, seed: int = 0, **kw):

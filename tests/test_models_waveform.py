@@ -41,15 +41,7 @@ MASK_TINY = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-    # the CLI trainings here build a CPU Trainer, which flushes denormals process-wide (train.config
-    # flush_denormal); later tests in this process (hypothesis float strategies) need IEEE subnormals back
-    torch.set_flush_denormal(False)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(name: str, *, targets=("vocals", "drums"), channels: int = 2, seed: int = 0, **kw):

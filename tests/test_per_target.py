@@ -39,11 +39,6 @@ FALCON = MUSDB / "test" / "The Easton Ellises - Falcon 69"
 torch.set_num_threads(1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _ieee_denormals_afterwards():
-    """The Trainer flushes denormals process-wide on the CPU (a speed switch); later test modules expect IEEE."""
-    yield
-    torch.set_flush_denormal(False)
 
 
 @pytest.fixture(scope="module")
