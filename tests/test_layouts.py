@@ -1,7 +1,7 @@
 """Track layouts (multitrack sessions, MedleyDB, MoisesDB, Slakh) and the taxonomy, on the real fixture tracks.
 
-The MedleyDB song and the session export are the bundled real fixtures; the MoisesDB- and Slakh-shaped folders
-are arranged here from the same real recordings, as each dataset lays its files out.
+The MedleyDB song is the bundled real fixture; the session export (the same recordings under DAW track names) and
+the MoisesDB- and Slakh-shaped folders are arranged here from its RAW files, as each layout lays its files out.
 """
 
 from __future__ import annotations
@@ -26,13 +26,31 @@ from stemdb.taxonomy import Taxonomy, normalise
 from .conftest import DATA
 
 FAST = IngestConfig(tempo=False, workers=1)
-SESSION = DATA / "multitrack" / "Britpop Session"
 MEDLEY = DATA / "medleydb" / "MusicDelta_Britpop"
+#: The studio-session export of the same song: the same 8 recordings (byte-identical, see tests/data/MANIFEST.md)
+#: under the names a DAW gives its tracks. Assembled per test from the RAW files so the repository holds them once.
+SESSION_NAMES = ("01_Drums", "02_BassDI", "03_DistGtr", "04_CleanGtr1", "05_AcGtr", "06_CleanGtr2", "07_LeadVox",
+                 "08_BackingVox")
 TRACKS = {"drums": ["01_Drums"], "bass": ["02_BassDI"], "guitar": ["03_DistGtr", "04_CleanGtr1", "05_AcGtr",
                                                                        "06_CleanGtr2"],
           "vocals": ["07_LeadVox", "08_BackingVox"]}
 MUSDB_KINDS = {"drums": TRACKS["drums"], "bass": TRACKS["bass"], "other": TRACKS["guitar"],
                "vocals": TRACKS["vocals"]}
+
+
+def _track(name: str) -> Path:
+    """The RAW file behind session track ``name`` (``07_LeadVox`` -> ``MusicDelta_Britpop_RAW_07_01.wav``)."""
+    assert name in SESSION_NAMES, name
+    return MEDLEY / "MusicDelta_Britpop_RAW" / f"MusicDelta_Britpop_RAW_{name[:2]}_01.wav"
+
+
+def _session(root: Path) -> Path:
+    """``root/Britpop Session/`` laid out as the studio export; returns ``root`` (the folder ingest reads)."""
+    song = root / "Britpop Session"
+    song.mkdir(parents=True)
+    for name in SESSION_NAMES:
+        shutil.copy(_track(name), song / f"{name}.wav")
+    return root
 
 
 def _read(p: Path) -> np.ndarray:
@@ -47,7 +65,7 @@ def _check_stems(cat: Path, song: str, expected: dict[str, list[str]]) -> None:
     assert sorted(stems.index) == sorted(expected)
     for kind, names in expected.items():
         row = stems.loc[kind]
-        want = sum(_read(SESSION / f"{n}.wav") for n in names)
+        want = sum(_read(_track(n)) for n in names)
         got = _read(c.resolve(row))
         assert got.shape == want.shape, kind
         np.testing.assert_allclose(got, want, atol=0.5 / 32768, rtol=0, err_msg=kind)  # within 16-bit rounding
@@ -56,8 +74,8 @@ def _check_stems(cat: Path, song: str, expected: dict[str, list[str]]) -> None:
 
 
 def test_multitrack_session_sums_the_tracks_of_each_kind(tmp_path: Path) -> None:
-    cat = tmp_path / "cat"
-    report = ingest_folder(DATA / "multitrack", layout="multitrack", catalog=cat, cfg=FAST)
+    cat, sessions = tmp_path / "cat", _session(tmp_path / "sessions")
+    report = ingest_folder(sessions, layout="multitrack", catalog=cat, cfg=FAST)
     assert (report.measured, report.rejected) == (4, 0)
     _check_stems(cat, "Britpop Session", MUSDB_KINDS)
     df = Catalog.open(cat).stems().set_index("kind")
@@ -66,7 +84,7 @@ def test_multitrack_session_sums_the_tracks_of_each_kind(tmp_path: Path) -> None
     assert df.loc["drums", "path"] == "Britpop Session/01_Drums.wav"  # one track: the track itself
     cached = sorted((cat / "cache").rglob("*.*"))
     stamps = [(p, p.stat().st_mtime_ns) for p in cached]
-    again = ingest_folder(DATA / "multitrack", layout="multitrack", catalog=cat, cfg=FAST)
+    again = ingest_folder(sessions, layout="multitrack", catalog=cat, cfg=FAST)
     assert (again.measured, again.skipped) == (0, 4)
     assert [(p, p.stat().st_mtime_ns) for p in cached] == stamps  # sums not rewritten
 
@@ -91,7 +109,7 @@ def test_medleydb_flags_and_stem_files(tmp_path: Path) -> None:
     meta["has_bleed"] = "yes"
     meta_path.write_text(yaml.safe_dump(meta))
     (song / "MusicDelta_Britpop_STEMS").mkdir()  # a shipped stem file wins over its raw tracks
-    shutil.copy(SESSION / "02_BassDI.wav", song / "MusicDelta_Britpop_STEMS" / "MusicDelta_Britpop_STEM_02.wav")
+    shutil.copy(_track("02_BassDI"), song / "MusicDelta_Britpop_STEMS" / "MusicDelta_Britpop_STEM_02.wav")
     ingest_folder(root, layout="medleydb", catalog=tmp_path / "cat", cfg=FAST)
     df = Catalog.open(tmp_path / "cat").stems().set_index("kind")
     assert all("has_bleed" in list(f) for f in df["flags"])
@@ -107,7 +125,7 @@ def _moisesdb(root: Path) -> Path:
         for j, n in enumerate(names):
             tid = f"{i:02d}{j:02d}-track"
             (song / stem).mkdir(parents=True, exist_ok=True)
-            shutil.copy(SESSION / f"{n}.wav", song / stem / f"{tid}.wav")
+            shutil.copy(_track(n), song / stem / f"{tid}.wav")
             tracks.append({"id": tid, "trackType": n.split("_", 1)[1], "extension": "wav"})
         stems.append({"id": f"stem{i}", "stemName": stem, "tracks": tracks})
     (song / "data.json").write_text(json.dumps({"song": "Britpop", "artist": "Music Delta", "genre": "Pop",
@@ -134,7 +152,7 @@ def test_slakh_layout_with_mixture_and_unrendered_stem(tmp_path: Path) -> None:
     (song / "metadata.yaml").write_text(yaml.safe_dump(meta))
     mix = 0
     for sid, (name, _c, _d) in plan.items():
-        a, info = audio.load(SESSION / f"{name}.wav")
+        a, info = audio.load(_track(name))
         audio.write(song / "stems" / f"{sid}.flac", a, info.sample_rate)
         mix = mix + a
     audio.write(song / "mix.flac", mix / 4, 44100)
@@ -147,9 +165,8 @@ def test_slakh_layout_with_mixture_and_unrendered_stem(tmp_path: Path) -> None:
 
 
 def test_unmapped_tracks_are_listed_never_called_other(tmp_path: Path) -> None:
-    root = tmp_path / "sessions"
-    shutil.copytree(SESSION, root / "Britpop Session")
-    shutil.copy(SESSION / "05_AcGtr.wav", root / "Britpop Session" / "Take 7 final.wav")
+    root = _session(tmp_path / "sessions")
+    shutil.copy(_track("05_AcGtr"), root / "Britpop Session" / "Take 7 final.wav")
     src = SourceConfig(name="s", root=root, layout=MultitrackLayout(kinds=("vocals", "drums", "bass")))
     report = ingest_sources([src], tmp_path / "cat", cfg=FAST)
     assert report.unmapped == 5 and "5 unmapped" in report.line()
@@ -200,7 +217,8 @@ def test_labels_cover_the_datasets_and_projects_override_them(tmp_path: Path) ->
 def test_cli_ingests_a_session_folder(tmp_path: Path) -> None:
     from pipelines.cli import app
 
-    r = CliRunner().invoke(app, ["ingest", str(DATA / "multitrack"), "--layout", "multitrack", "--catalog",
+    sessions = _session(tmp_path / "sessions")
+    r = CliRunner().invoke(app, ["ingest", str(sessions), "--layout", "multitrack", "--catalog",
                                  str(tmp_path / "cat"), "--no-tempo", "--workers", "1"])
     assert r.exit_code == 0, r.output
     assert "4 measured" in r.output and "0 unmapped" in r.output
@@ -208,7 +226,7 @@ def test_cli_ingests_a_session_folder(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["catalog", "show", sid, "--catalog", str(tmp_path / "cat")])
     assert r.exit_code == 0 and "vocals.flac" in r.output and "musical_key" in r.output
     assert " bytes" in r.output.split("fingerprint:")[1].splitlines()[0]
-    r = CliRunner().invoke(app, ["ingest", str(DATA / "multitrack"), "--layout", "protools", "--catalog",
+    r = CliRunner().invoke(app, ["ingest", str(sessions), "--layout", "protools", "--catalog",
                                  str(tmp_path / "cat")])
     assert r.exit_code != 0 and "'multitrack'" in r.output
 
@@ -216,11 +234,11 @@ def test_cli_ingests_a_session_folder(tmp_path: Path) -> None:
 def test_loose_stems_take_their_kind_from_file_name_rules(tmp_path: Path) -> None:
     root = tmp_path / "downloads"
     root.mkdir()
-    shutil.copy(SESSION / "07_LeadVox.wav", root / "Music Delta - Britpop (Acapella).wav")
-    shutil.copy(SESSION / "01_Drums.wav", root / "Britpop drum loop 120bpm.wav")
-    shutil.copy(SESSION / "02_BassDI.wav", root / "britpop_take_3.wav")
+    shutil.copy(_track("07_LeadVox"), root / "Music Delta - Britpop (Acapella).wav")
+    shutil.copy(_track("01_Drums"), root / "Britpop drum loop 120bpm.wav")
+    shutil.copy(_track("02_BassDI"), root / "britpop_take_3.wav")
     (root / "bass").mkdir()
-    shutil.copy(SESSION / "02_BassDI.wav", root / "bass" / "britpop_take_4.wav")
+    shutil.copy(_track("02_BassDI"), root / "bass" / "britpop_take_4.wav")
     src = SourceConfig(name="dl", root=root, layout={"type": "stems", "names": True, "kinds": {"bass": "bass"}})
     report = ingest_sources([src], tmp_path / "cat", cfg=FAST)
     df = Catalog.open(tmp_path / "cat").stems(include_duplicates=True).set_index("path")
