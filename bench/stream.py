@@ -7,7 +7,9 @@ Corpus: the fixture stems (MUSDB18-HQ excerpts and loose stems) converted to 44.
 
 Measured, same run, same DataLoader settings (batch, workers, persistent workers), no pitch/stretch anywhere,
 steady state (the second of two epochs); the loop copies each batch into a preallocated buffer, as a host-to-device
-copy would read it:
+copy would read it, on one thread (``--sink-threads``, default 1: what the CUDA driver's copy of pageable memory
+costs; torch's default of one thread per core adds its OpenMP threads' overhead to every variant alike, about
+0.4 ms per int16 mixture here, and is kept measurable with ``--sink-threads 2``):
 (a) naive baseline, written here the way Open-Unmix's source-folder dataset works: per mixture open 4 random files
     (one per target), read a random 6 s window of each (float32), random gain, random channel swap, stack, sum;
     default collate;
@@ -121,17 +123,23 @@ def cpu_all() -> float:
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime + live
 
 
-def measure(batches: Iterable, n: int) -> tuple[float, float]:
+def measure(batches: Iterable, n: int, sink_threads: int = 1) -> tuple[float, float]:
     """(CPU ms per mixture over all processes, wall ms per mixture) to draw an epoch of ``n`` mixtures and copy each
-    batch into a reused buffer (what a host-to-device copy would read). Steady state: the second of two epochs
-    (persistent workers everywhere; worker start and one-time buffer setup are left out)."""
+    batch into a reused buffer (what a host-to-device copy would read) with ``sink_threads`` torch threads in this
+    process. Steady state: the second of two epochs (persistent workers everywhere; worker start and one-time buffer
+    setup are left out)."""
     sinks: dict[tuple, torch.Tensor] = {}
-    _epoch(batches, sinks)
-    gc.collect()
-    c0, t0 = cpu_all(), time.perf_counter()
-    got = _epoch(batches, sinks)
-    gc.collect()
-    c1, t1 = cpu_all(), time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(sink_threads)
+    try:
+        _epoch(batches, sinks)
+        gc.collect()
+        c0, t0 = cpu_all(), time.perf_counter()
+        got = _epoch(batches, sinks)
+        gc.collect()
+        c1, t1 = cpu_all(), time.perf_counter()
+    finally:
+        torch.set_num_threads(threads)
     if got != n:
         raise RuntimeError(f"drew {got} mixtures, expected {n}")
     return (c1 - c0) / n * 1e3, (t1 - t0) / n * 1e3
@@ -185,11 +193,14 @@ class FixedItems(Dataset):
 
 
 class FixedStream(IndexedStream):
-    """Pipeline cost only for the StreamLoader: 'rendering' is one copy of a pre-rendered mixture into the buffer."""
+    """Pipeline cost only for the StreamLoader: 'rendering' is one copy of a pre-rendered mixture, already in the
+    stream's dtype, into the buffer."""
 
     def __init__(self, ds: RemixStream, n: int, dtype: str) -> None:
         super().__init__(seed=0, epoch_length=n, dtype=dtype, batch_size=ds.batch_size)
         self._mix, self._tgt = (x.numpy() for x in ds.item(0, 0))
+        if dtype == "int16":
+            self._mix, self._tgt = ((x * np.float32(32768.0)).astype(np.int16) for x in (self._mix, self._tgt))
         self._shape = (ds.targets, ds.channels, ds.frames)
 
     targets = property(lambda self: self._shape[0])
@@ -197,9 +208,13 @@ class FixedStream(IndexedStream):
     frames = property(lambda self: self._shape[2])
     on_grid16 = property(lambda self: True)
 
-    def _render_float(self, index: int, epoch: int, mixture: np.ndarray, targets: np.ndarray) -> None:
+    def render_into(self, index: int, epoch: int, mixture: np.ndarray, targets: np.ndarray,
+                    aug: np.ndarray | None = None) -> None:
         np.copyto(mixture, self._mix)
         np.copyto(targets, self._tgt)
+
+    def _render_float(self, index: int, epoch: int, mixture: np.ndarray, targets: np.ndarray) -> None:
+        raise AssertionError("unused: render_into copies the item in the stream's dtype")
 
 
 def render_breakdown(ds: RemixStream, n: int, top: int = 8) -> list[tuple[str, float]]:
@@ -238,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers (capped at the machine's cores)")
     ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--sink-threads", type=int, default=1, help="torch threads of the loop's copy of each batch")
     ap.add_argument("--profile", action="store_true", help="also print cProfile's view of the renderer")
     ap.add_argument("--smoke", action="store_true", help="the same code path at a size that runs in seconds")
     args = ap.parse_args(argv)
@@ -301,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             ("pipeline only (fixed item), StreamLoader, float32", fast(FixedStream(ds32, n, "float32"))),
             ("pipeline only (fixed item), StreamLoader, int16", fast(FixedStream(ds32, n, "int16"))),
         ]:
-            cpu, wall = measure(loader, n)
+            cpu, wall = measure(loader, n, args.sink_threads)
             print(f"  {name}: {cpu:.2f} ms CPU, {wall:.2f} ms wall")
         results = {}
         for name, loader in [("naive source folders (Open-Unmix style), DataLoader", plain(naive)),
@@ -313,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                               plain(stream("int16", "cat-cache"))),
                              ("RemixStream float32, StreamLoader, stem cache", fast(stream("float32", "cat-cache"))),
                              ("RemixStream int16, StreamLoader, stem cache", fast(stream("int16", "cat-cache")))]:
-            cpu, wall = measure(loader, n)
+            cpu, wall = measure(loader, n, args.sink_threads)
             results[name] = cpu
             print(f"{name}: {cpu:.2f} ms CPU per mixture (all processes), {wall:.2f} ms wall")
         if args.profile:
