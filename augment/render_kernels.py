@@ -6,14 +6,19 @@ stereo kept or swapped, several channels averaged to mono). For those, :func:`re
 passes over the int16 windows what the numpy path (:func:`augment.render.render_recipe`) does in about ten: each
 stem's peak (an integer min/max over the window); the raw mixture's peak when the stems' peaks could add up past
 the clip limit; then the common clip scale, the quantisation to the 16-bit grid and the sum, written straight into
-the output buffers as float32 (full scale 1.0) or int16 PCM.
+the output buffers as float32 (full scale 1.0) or int16 PCM. Measured on a 6 s stereo 4-stem mixture from the stem
+cache (``bench/stream.py``'s corpus, one process): 1.0-1.1 ms into int16 and 1.3-1.5 ms into float32, against 5.0
+ms for the scalar kernel this replaced and 3.0-4.0 ms on the numpy path.
 
 Bits. Every float operation is the numpy path's own, in the same order and in float32 (no contraction, no
-reassociation), so the output is identical to the bit, signed zeros included (``tests/test_render_kernels.py``
-holds both paths to it on real recipes and on synthetic edge cases). Speed. The passes after the peaks run block
-by block (:data:`BLOCK` frames): a stem's block is read once from the window, de-interleaved into float32 rows
-that stay in the L1 cache, and every loop over those rows is branch-free, contiguous and vectorised by LLVM; the
-mixture is accumulated in the same block loop and written once.
+reassociation), so the output is identical to the bit, signed zeros included: the mixture is summed in float32 from
+-0.0, the additive identity, as the numpy path sums it (``tests/test_render_kernels.py`` holds both paths to it on
+real recipes and on quiet, short-window and silent-target variants of them). Speed. The passes after the peaks run
+block by block (:data:`BLOCK` frames) with the mixture accumulated in the same block loop: a stereo stem's block is
+read straight from its interleaved window (both lanes in one loop, which LLVM vectorises), other layouts are first
+de-interleaved into float32 rows that stay in the L1 cache; the loops carry no per-sample branches, and peaks are
+integer max reductions (over the int16 samples, or over the bit patterns of non-negative floats), which vectorise
+where a float max does not.
 
 numba compiles the kernel on first use (cached on disk); without numba, :func:`kernel` returns None and the
 renderer keeps the numpy path.
@@ -94,7 +99,7 @@ def _loads(nb):  # noqa: ANN001, ANN202 - numba module in, the window readers ou
     @jit
     def lanes(a, chan_k, n_ch):  # noqa: ANN001, ANN202 - output rows of a stereo stem's two lanes, or (-1, -1)
         if a.shape[1] == 2 and n_ch == 2 and chan_k[0] + chan_k[1] == 1 and chan_k[0] * chan_k[1] == 0:
-            return chan_k[0] == 1, chan_k[0] == 0  # (0, 1) kept or (1, 0) swapped
+            return (1, 0) if chan_k[0] == 1 else (0, 1)  # swapped or kept
         return -1, -1
 
     return int_peak, abs_peak, deinterleave, source_row, lanes
