@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,15 +307,17 @@ def render_into(recipe: Recipe, table: StemTable, cfg: RemixConfig, stems: np.nd
     return scale_db
 
 
-_SCRATCH: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
+_LOCAL = threading.local()
 
 
 def _scratch(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Reused float32 buffers of this process for int16 renders on the numpy path (one shape kept)."""
-    if shape not in _SCRATCH:
-        _SCRATCH.clear()
-        _SCRATCH[shape] = (np.empty(shape, np.float32), np.empty(shape[1:], np.float32))
-    return _SCRATCH[shape]
+    """Reused float32 buffers of this thread for int16 renders on the numpy path (one shape kept; per thread, so
+    renders in several threads of one process never share them)."""
+    held = getattr(_LOCAL, "buffers", None)
+    if held is None or held[0] != shape:
+        held = (shape, (np.empty(shape, np.float32), np.empty(shape[1:], np.float32)))
+        _LOCAL.buffers = held
+    return held[1]
 
 
 _EMPTY = np.zeros((0, 1), dtype=np.int16)

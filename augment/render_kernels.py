@@ -27,6 +27,7 @@ renderer keeps the numpy path.
 from __future__ import annotations
 
 import logging
+import threading
 from functools import cache
 
 import numpy as np
@@ -304,18 +305,20 @@ def render_linear(srcs: tuple[np.ndarray, ...], lengths: np.ndarray, factors: np
                     stems_out.dtype == np.int16))
 
 
-_SCRATCH: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+_LOCAL = threading.local()
 
 
 def _scratch(c_in: int, c_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """This process's reused block buffers (float32): the de-interleaved input rows plus a spare row for a mean
-    ``(c_in + 1, BLOCK)``, the raw mixture and the mixture accumulator ``(c_out, BLOCK)`` each."""
+    """This thread's reused block buffers (float32): the de-interleaved input rows plus a spare row for a mean
+    ``(c_in + 1, BLOCK)``, the raw mixture and the mixture accumulator ``(c_out, BLOCK)`` each. Per thread: the
+    kernel releases the GIL, and a thread-pool build renders in several threads of one process."""
     key = (max(2, c_in), c_out)
-    if key not in _SCRATCH:
-        _SCRATCH.clear()
-        _SCRATCH[key] = (np.zeros((key[0] + 1, BLOCK), np.float32), np.zeros((c_out, BLOCK), np.float32),
-                         np.zeros((c_out, BLOCK), np.float32))
-    return _SCRATCH[key]
+    held = getattr(_LOCAL, "buffers", None)
+    if held is None or held[0] != key:
+        held = (key, (np.zeros((key[0] + 1, BLOCK), np.float32), np.zeros((c_out, BLOCK), np.float32),
+                      np.zeros((c_out, BLOCK), np.float32)))
+        _LOCAL.buffers = held
+    return held[1]
 
 
 def warm_up() -> bool:

@@ -161,3 +161,23 @@ def test_ingest_with_cache_int16_writes_every_16_bit_stem(tmp_path: Path) -> Non
     df = Catalog.open(tmp_path / "cat").stems(columns=["stem_id", "subtype"])
     want = set(df.loc[df["subtype"] == "PCM_16", "stem_id"])
     assert want and stem_cache.cached_ids(tmp_path / "cat") == want  # every 16-bit stem, nothing else
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16])
+def test_threads_of_one_process_render_the_serial_bits(fixture_catalog: Path, recipes: list, dtype: type) -> None:
+    """The kernel releases the GIL and a thread-pool build renders in several threads: each thread has its own
+    block buffers, so concurrent renders give exactly the serial ones."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    table = StemTable.from_catalog(fixture_catalog)
+
+    def one(r) -> bytes:  # noqa: ANN001
+        shape = (len(r.stems), r.channels, r.frames)
+        stems, mix = np.empty(shape, dtype), np.empty(shape[1:], dtype)
+        render_into(r, table, FAST, stems, mix)
+        return stems.tobytes() + mix.tobytes()
+
+    want = [one(r) for r in recipes]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            assert list(pool.map(one, recipes)) == want
