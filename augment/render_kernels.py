@@ -7,7 +7,7 @@ passes over the int16 windows what the numpy path (:func:`augment.render.render_
 stem's peak (an integer min/max over the window); the raw mixture's peak when the stems' peaks could add up past
 the clip limit; then the common clip scale, the quantisation to the 16-bit grid and the sum, written straight into
 the output buffers as float32 (full scale 1.0) or int16 PCM. Measured on a 6 s stereo 4-stem mixture from the stem
-cache (``bench/stream.py``'s corpus, one process): 1.0-1.1 ms into int16 and 1.3-1.5 ms into float32, against 5.0
+cache (``bench/stream.py``'s corpus, one process): 1.0-1.1 ms into int16 and 1.1-1.5 ms into float32, against 5.0
 ms for the scalar kernel this replaced and 3.0-4.0 ms on the numpy path.
 
 Bits. Every float operation is the numpy path's own, in the same order and in float32 (no contraction, no
