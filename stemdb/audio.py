@@ -12,6 +12,9 @@ Two decoders, chosen by the file's ending (the faster one per format, docs/bench
   installed libsndfile predates Opus). These are decoded from the start of the stream (a window stops decoding at
   its end), because seeking in them is not sample-exact for every codec; a window costs up to a whole decode.
 
+:func:`blocks` decodes a whole file in fixed-size blocks (memory of one block, whatever the file's length), for
+the block-wise measurement of long files at ingest (:mod:`stemdb.ingest_stream`).
+
 The stem cache (``ingest.cache: int16``, :mod:`stemdb.stem_cache`) holds 16-bit PCM as plain ``.npy`` files,
 written by :func:`write_pcm16` and memory-mapped by :func:`open_pcm16`.
 
@@ -75,12 +78,14 @@ def uses_pyav(path: str | Path) -> bool:
     return Path(path).suffix.lower() in PYAV_SUFFIXES
 
 
-def info(path: str | Path, *, stream: int | None = None) -> AudioInfo:
+def info(path: str | Path, *, stream: int | None = None, frames: int | None = None) -> AudioInfo:
     """Read the header of ``path`` without decoding the audio.
 
     Args:
         path: the file.
         stream: audio stream index for PyAV formats (0 when ``None``); ignored for soundfile formats.
+        frames: for PyAV formats, the decoded frame count when known (from :func:`blocks`): the facts are then
+            :func:`load`'s (the bit rate of a file whose streams state none is its size over the decoded duration).
 
     For soundfile formats ``frames`` is exact. For PyAV formats it is the duration the container states times the
     rate, which can differ from the decoded count (:func:`load`, the one ingest records) by the encoder's padding:
@@ -95,7 +100,7 @@ def info(path: str | Path, *, stream: int | None = None) -> AudioInfo:
     if uses_pyav(p):
         with _av_open(p) as c:
             s = _av_stream(c, p, 0 if stream is None else stream)
-            return av_info(c, s, p, frames=None)
+            return av_info(c, s, p, frames=frames)
     try:
         i = sf.info(str(p))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:

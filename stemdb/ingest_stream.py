@@ -61,13 +61,13 @@ def streamed_job(job: FileJob, cfg: IngestConfig, full: Path, info: AudioInfo, c
                            window_s=cfg.silence_window_s, clip_level=cfg.clip_level, tempo=cfg.tempo,
                            excerpt_s=measure_stream.EXCERPT_S, sinks=[writer] if writer else [])
         quality = quality_columns(s.excerpt, info.sample_rate, job.kinds[0])
+        decoded = dataclasses.replace(info, frames=s.frames) if exact else audio_io.info(full, frames=s.frames)
     except (AudioReadError, MissingDependencyError) as exc:
         return [], [_discarded(writer, reject_row(job, key, str(getattr(exc, "reason", exc)), now))]
     except Exception as exc:  # noqa: BLE001 - a batch job records every failure and goes on
         return [], [_discarded(writer, reject_row(job, key, failure_reason(exc), now))]
     if writer is not None:
         writer.commit(s.measurements.content_hash)
-    decoded = dataclasses.replace(info, frames=s.frames)
     row = stem_row(job, key, -1, job.kinds[0], decoded, s.measurements, now, channels=info.channels, frames=s.frames)
     if s.excerpt.shape[1] < s.frames:
         row["flags"] = [*row["flags"], EXCERPT_FLAG]

@@ -177,9 +177,7 @@ def sample_stats(
 
 def _k_hop_kernel(x, sos, bounds, hop_len, lanes, out, state):  # noqa: ANN001, ANN202
     """K-weighted sum of squares of ``x`` (channels, samples) per 100 ms hop into ``out`` (channels, hops).
-    Compiled by :func:`numba_kernels`; plain Python gives the same numbers, slowly.
-
-    Hop ``h`` spans ``[h * hop_len, (h + 1) * hop_len)`` when ``hop_len > 0``, else ``[bounds[h], bounds[h+1])``;
+    Compiled by :func:`numba_kernels`; plain Python gives the same numbers, slowly. Hop ``h`` spans ``[h * hop_len, (h + 1) * hop_len)`` when ``hop_len > 0``, else ``[bounds[h], bounds[h+1])``;
     the last hop may run past the end of the audio, where samples count as 0. ``lanes`` (see :func:`lane_plan`)
     run two at a time so that their filter recursions, which are latency-bound, overlap; both lanes of a step
     stop at the end of the audio. The filter is the two biquads in direct form II transposed, float64 state:

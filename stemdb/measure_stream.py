@@ -262,13 +262,17 @@ def measure_blocks(
     finally:
         hasher.close()
     m = _measurements(stats, hop, n, rate, weights, silence_db, min_gap_s, digest, kernels)
+    return Streamed(_with_tempo(m, excerpt, rate, tempo), n, excerpt.array(), excerpt.start)
+
+
+def _with_tempo(m: Measurements, excerpt: _Excerpt, rate: int, tempo: bool) -> Measurements:
+    """``m`` with tempo and beats (stem time) estimated on the excerpt, and ``extra["excerpt_s"]``."""
     clip = excerpt.array()
     tempo_bpm, beats = estimate_tempo(clip, rate) if tempo and m.peak_dbfs > -math.inf and math.isfinite(m.lufs) \
         else (None, [])
     shift = excerpt.start / rate
     extra = {**m.extra, "excerpt_s": (shift, (excerpt.start + clip.shape[1]) / rate)}
-    m = replace(m, tempo_bpm=tempo_bpm, beats_s=[t + shift for t in beats] if shift else beats, extra=extra)
-    return Streamed(m, n, clip, excerpt.start)
+    return replace(m, tempo_bpm=tempo_bpm, beats_s=[t + shift for t in beats] if shift else beats, extra=extra)
 
 
 def _setup(sample_rate: int, channels: int, window_s: float, clip_level: float,

@@ -62,6 +62,26 @@ def write_stem(catalog: str | Path, stem_id: str, audio: np.ndarray) -> Path:
     return path
 
 
+def write_stem_blocks(catalog: str | Path, stem_id: str, path: str | Path, stream: int = 0) -> Path:
+    """:func:`write_stem` of a file decoded block by block (memory does not grow with its length).
+
+    Raises:
+        AudioReadError: the file cannot be read (nothing is written).
+    """
+    target = cache_path(catalog, stem_id)
+    if target.is_file():
+        return target
+    info = audio_io.info(path, stream=stream)
+    writer = Pcm16Writer(catalog, info.channels, info.frames)
+    try:
+        for block in audio_io.blocks(path, stream=stream):
+            writer.write(np.clip(np.rint(block * np.float32(32768.0)), -32768, 32767).astype(np.int16))
+    except BaseException:
+        writer.discard()
+        raise
+    return writer.commit(stem_id)
+
+
 def keep(catalog: str | Path | None, subtype: str | None, stem_id: str, audio: np.ndarray) -> Path | None:
     """:func:`write_stem` when ``catalog`` is given (the cache is on) and ``subtype`` is cacheable, else nothing."""
     return write_stem(catalog, stem_id, audio) if catalog is not None and cacheable(subtype) else None
@@ -97,11 +117,10 @@ def fill(catalog: str | Path) -> int:
     written = 0
     for sid, root, path, stream in zip(todo["stem_id"], todo["root"], todo["path"], todo["stream"], strict=True):
         try:
-            a, _ = audio_io.read(Path(root) / path, stream=None if int(stream) < 0 else int(stream))
-        except AudioReadError as exc:
+            write_stem_blocks(catalog, str(sid), Path(root) / path, max(int(stream), 0))
+        except (AudioReadError, AudioWriteError) as exc:
             log.warning("stem cache: %s left out: %s", sid, exc)
             continue
-        write_stem(catalog, str(sid), a)
         written += 1
     files, size = cache_size(catalog)
     log.info("stem cache: %d files, %.1f MB on disk (%d written now)", files, size / 1e6, written)
@@ -207,4 +226,4 @@ def open_pcm16(path: str | Path) -> np.ndarray:
         raise AudioReadError(p, f"not a PCM cache file: {dtype} {shape} fortran={fortran}")
     return np.frombuffer(mm, dtype=np.int16, count=shape[0] * shape[1], offset=offset).reshape(shape)
 __all__ = ["CACHEABLE_SUBTYPES", "CACHE_DIR", "MappedStems", "Pcm16Writer", "cache_dir", "cache_path", "cache_size", "cacheable",
-           "cached_ids", "fill", "keep", "open_pcm16", "write_pcm16", "write_stem"]
+           "cached_ids", "fill", "keep", "open_pcm16", "write_pcm16", "write_stem", "write_stem_blocks"]
