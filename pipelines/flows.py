@@ -331,7 +331,7 @@ def build_remix_flow(
                                chunk_size=pcfg.chunk_size)
     if warning := fill_warning(pool, cfg.remix, plan):
         logger.warning("build-remix: %s", warning)
-    chunks = plan.chunks()
+    chunks = list(plan.chunks())  # Prefect maps a list: one task run per chunk
     n = p.n_mixtures
     logger.info("build-remix: %d mixtures in %d chunks of %d, planned and rendered per chunk -> %s (task runner %s)",
                 n, len(chunks), plan.chunk_size, out, pcfg.task_runner)
