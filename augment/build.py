@@ -37,7 +37,7 @@ from stemdb.atomic import atomic_open, folder_lock, remove_temps, write_text_ato
 from stemdb.catalog import write_parquet_atomic
 from stemdb.config import fingerprint_of
 from stemdb.errors import ConfigError
-from stemdb.workers import process_pool
+from stemdb.workers import bounded_map, process_pool
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,19 @@ class BuildPlan:
              chunk_size: int) -> BuildPlan:
         return cls(int(n), int(seed), seconds, int(chunk_size), pool.fingerprint, fingerprint_of(cfg))
 
-    def chunks(self) -> list[range]:
-        return chunked(range(self.n), self.chunk_size)  # type: ignore[return-value]
+    def chunks(self) -> Iterator[range]:
+        """The chunks' index ranges in order (the :func:`chunked` rule), generated: a huge ``n`` costs nothing here."""
+        return (range(i, min(i + self.chunk_size, self.n)) for i in range(0, self.n, self.chunk_size))
+
+    def owns_part(self, name: str) -> bool:
+        """Whether ``name`` is the part file of one of this build's chunks (found from its first index alone)."""
+        try:
+            start = int(name.split("-")[1])
+        except (IndexError, ValueError):
+            return False
+        if start % self.chunk_size or not 0 <= start < self.n:
+            return False
+        return name == self.part_name(range(start, min(start + self.chunk_size, self.n)))
 
     def part_name(self, chunk: range) -> str:
         """The part file of a chunk: its first index and a hash of everything that decides its recipes."""
@@ -188,15 +199,15 @@ def build_remix(
     warning = fill_warning(pool, cfg, plan)
     if warning:
         log.warning(warning)
-    chunks = plan.chunks()
-    sizes = [len(c) for c in chunks]
     with claimed_output(out, seed=seed, cfg=cfg, seconds=seconds, what="stemdb remix"):
+        # chunks are generated and handed out a few per worker ahead: memory does not grow with n
         if workers > 1:
-            jobs = [(c, plan, str(catalog), str(out), cfg) for c in chunks]
+            jobs = ((c, plan, str(catalog), str(out), cfg) for c in plan.chunks())
             with process_pool(workers) as executor:
-                rendered = _count(executor.map(_render_chunk_job, jobs), sizes, progress)
+                results = bounded_map(executor, _render_chunk_job, jobs, window=4 * workers)
+                rendered = _count(results, plan, progress)
         else:
-            rendered = _count((render_chunk(c, plan, catalog, out, cfg, pool=pool) for c in chunks), sizes,
+            rendered = _count((render_chunk(c, plan, catalog, out, cfg, pool=pool) for c in plan.chunks()), plan,
                               progress)
         finish_remix(out, plan, cfg.targets)
     secs = time.perf_counter() - t0
@@ -270,14 +281,13 @@ def claim_output(out: Path, *, seed: int, settings: str) -> None:
         write_text_atomic(marker, json.dumps(mine))
 
 
-def _count(results: Iterable[int], sizes: Sequence[int], progress: Callable[[int, int], None] | None) -> int:
-    """Sum the chunks' rendered counts as they finish, reporting ``progress(mixtures done, mixtures)``."""
-    rendered = done = 0
-    for size, r in zip(sizes, results, strict=False):
+def _count(results: Iterable[int], plan: BuildPlan, progress: Callable[[int, int], None] | None) -> int:
+    """Sum the chunks' rendered counts as they finish (in chunk order), reporting ``progress(mixtures done, n)``."""
+    rendered = 0
+    for chunk, r in zip(plan.chunks(), results, strict=False):
         rendered += r
-        done += size
         if progress:
-            progress(done, sum(sizes))
+            progress(chunk.stop, plan.n)
     return rendered
 
 
@@ -285,17 +295,18 @@ def finish_remix(out: Path, plan: BuildPlan, targets: Sequence[str] | None = Non
     """Stream the chunk parts into ``recipes.parquet`` (one row group per part, atomic: temp file, then rename;
     memory bounded by one part), then remove stale parts and mixture folders."""
     out = Path(out)
-    names = [plan.part_name(c) for c in plan.chunks()]
-    first = pq.read_schema(out / ".parts" / names[0]) if names else recipe_schema(targets or ())
+    first_chunk = next(plan.chunks(), None)
+    first = pq.read_schema(out / ".parts" / plan.part_name(first_chunk)) if first_chunk else \
+        recipe_schema(targets or ())
     keep: set[tuple[str, str]] = set()
     path = out / "recipes.parquet"
     with atomic_open(path, "wb") as fh, pq.ParquetWriter(fh, first) as writer:
-        for name in names:
-            t = pq.read_table(out / ".parts" / name, schema=first)
+        for chunk in plan.chunks():
+            t = pq.read_table(out / ".parts" / plan.part_name(chunk), schema=first)
             writer.write_table(t, row_group_size=max(1, t.num_rows))
             keep.update(zip(t["split"].to_pylist(), t["mix_id"].to_pylist(), strict=True))
     for p in (out / ".parts").glob("chunk-*.parquet"):
-        if p.name not in set(names):
+        if not plan.owns_part(p.name):
             p.unlink()
     remove_stale(out, keep)
     return path

@@ -63,6 +63,7 @@ from pipelines.params import (
     pipelines_config,
 )
 from stemdb import stem_cache
+from stemdb.atomic import folder_lock
 from stemdb.catalog import Catalog
 from stemdb.config import IngestConfig, SourceConfig
 from stemdb.errors import CatalogError, ConfigError
@@ -248,9 +249,15 @@ def ingest_stems_flow(
         hours, seconds}``: ``measured`` counts files, ``rows`` catalogue rows (a .stem.mp4 gives five).
     """
     p = check_params(IngestParams, "ingest-stems", locals())
+    cfg = load_project_config(p.config)
+    # one writer per catalogue, as `stemdb ingest`: a second run stops at once naming the holder (BusyError)
+    with folder_lock(p.catalog or cfg.catalog, "ingest-stems flow"):
+        return _ingest_stems(p, cfg)
+
+
+def _ingest_stems(p: IngestParams, cfg: ProjectConfig) -> dict[str, Any]:
     logger = get_run_logger()
     t0 = time.perf_counter()
-    cfg = load_project_config(p.config)
     pcfg = _pipelines(cfg, task_runner=p.task_runner, workers=p.workers)
     srcs = select_sources(cfg, p.sources)
     icfg = cfg.ingest.model_copy(update={k: v for k, v in (("tempo", p.tempo), ("batch_size", p.batch_size))
@@ -324,7 +331,7 @@ def build_remix_flow(
                                chunk_size=pcfg.chunk_size)
     if warning := fill_warning(pool, cfg.remix, plan):
         logger.warning("build-remix: %s", warning)
-    chunks = plan.chunks()
+    chunks = list(plan.chunks())  # Prefect maps a list: one task run per chunk
     n = p.n_mixtures
     logger.info("build-remix: %d mixtures in %d chunks of %d, planned and rendered per chunk -> %s (task runner %s)",
                 n, len(chunks), plan.chunk_size, out, pcfg.task_runner)

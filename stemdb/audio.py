@@ -12,6 +12,9 @@ Two decoders, chosen by the file's ending (the faster one per format, docs/bench
   installed libsndfile predates Opus). These are decoded from the start of the stream (a window stops decoding at
   its end), because seeking in them is not sample-exact for every codec; a window costs up to a whole decode.
 
+:func:`blocks` decodes a whole file in fixed-size blocks (memory of one block, whatever the file's length), for
+the block-wise measurement of long files at ingest (:mod:`stemdb.ingest_stream`).
+
 The stem cache (``ingest.cache: int16``, :mod:`stemdb.stem_cache`) holds 16-bit PCM as plain ``.npy`` files,
 written by :func:`write_pcm16` and memory-mapped by :func:`open_pcm16`.
 
@@ -31,6 +34,7 @@ import numpy as np
 import soundfile as sf
 
 from stemdb.atomic import WriteGuard, atomic_open
+from stemdb.audio_checks import check_exists, check_riff_size, frame_float32, sf_reason
 from stemdb.audio_facts import AudioInfo, av_info, soundfile_info
 from stemdb.errors import AudioReadError, AudioWriteError, MissingDependencyError
 
@@ -74,12 +78,14 @@ def uses_pyav(path: str | Path) -> bool:
     return Path(path).suffix.lower() in PYAV_SUFFIXES
 
 
-def info(path: str | Path, *, stream: int | None = None) -> AudioInfo:
+def info(path: str | Path, *, stream: int | None = None, frames: int | None = None) -> AudioInfo:
     """Read the header of ``path`` without decoding the audio.
 
     Args:
         path: the file.
         stream: audio stream index for PyAV formats (0 when ``None``); ignored for soundfile formats.
+        frames: for PyAV formats, the decoded frame count when known (from :func:`blocks`): the facts are then
+            :func:`load`'s (the bit rate of a file whose streams state none is its size over the decoded duration).
 
     For soundfile formats ``frames`` is exact. For PyAV formats it is the duration the container states times the
     rate, which can differ from the decoded count (:func:`load`, the one ingest records) by the encoder's padding:
@@ -90,16 +96,16 @@ def info(path: str | Path, *, stream: int | None = None) -> AudioInfo:
         AudioReadError: the file is missing, empty or not audio stemdb can read.
     """
     p = Path(path)
-    _check_exists(p)
+    check_exists(p)
     if uses_pyav(p):
         with _av_open(p) as c:
             s = _av_stream(c, p, 0 if stream is None else stream)
-            return av_info(c, s, p, frames=None)
+            return av_info(c, s, p, frames=frames)
     try:
         i = sf.info(str(p))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioReadError(p, _sf_reason(exc)) from exc
-    _check_riff_size(p)
+        raise AudioReadError(p, sf_reason(exc)) from exc
+    check_riff_size(p)
     return soundfile_info(p, int(i.samplerate), int(i.channels), int(i.frames), str(i.format), str(i.subtype))
 
 
@@ -142,7 +148,7 @@ def read(
         raise AudioReadError(p, f"start={start} is negative")
     if frames is not None and frames < 0:
         raise AudioReadError(p, f"frames={frames} is negative")
-    _check_exists(p)
+    check_exists(p)
     if uses_pyav(p):
         stop = None if frames is None else start + frames
         arrays, infos = _av_decode(p, [0 if stream is None else stream], stop=stop)
@@ -158,7 +164,7 @@ def read(
             data = f.read(frames=n, dtype=dtype, always_2d=True, out=out[:frames] if use else None)
             sr = int(f.samplerate)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioReadError(p, _sf_reason(exc, "decoding failed")) from exc
+        raise AudioReadError(p, sf_reason(exc, "decoding failed")) from exc
     return (np.ascontiguousarray(data.T) if channels_first else data), sr
 
 
@@ -173,20 +179,77 @@ def load(path: str | Path, *, stream: int = 0) -> tuple[np.ndarray, AudioInfo]:
             promises).
     """
     p = Path(path)
-    _check_exists(p)
+    check_exists(p)
     if uses_pyav(p):
         arrays, infos = _av_decode(p, [stream], stop=None)
         return arrays[0], infos[0]
-    _check_riff_size(p)
+    check_riff_size(p)
     try:
         with sf.SoundFile(str(p)) as f:
             info = soundfile_info(p, int(f.samplerate), int(f.channels), int(f.frames), str(f.format), str(f.subtype))
             data = f.read(dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioReadError(p, _sf_reason(exc)) from exc
+        raise AudioReadError(p, sf_reason(exc)) from exc
     if data.shape[0] != info.frames:
         raise AudioReadError(p, f"truncated: header says {info.frames} frames, decoded {data.shape[0]}")
     return np.ascontiguousarray(data.T), info
+
+
+def blocks(path: str | Path, *, block_frames: int = 1 << 18, stream: int = 0) -> Iterator[np.ndarray]:
+    """Decode a whole file block by block: ``(channels, frames)`` float32 arrays of ``block_frames`` frames (the
+    last one shorter), whose concatenation is :func:`load`'s array; memory holds about one block, whatever the
+    file's length. ``stream`` picks the audio stream of a PyAV format.
+
+    Raises (while iterating):
+        AudioReadError: unreadable, not audio, or truncated (as :func:`load`).
+    """
+    p = Path(path)
+    if block_frames < 1:
+        raise AudioReadError(p, f"block_frames={block_frames} must be >= 1")
+    check_exists(p)
+    if uses_pyav(p):
+        return _av_blocks(p, stream, block_frames)
+    check_riff_size(p)
+    return _sf_blocks(p, block_frames)
+
+
+def _sf_blocks(p: Path, block_frames: int) -> Iterator[np.ndarray]:
+    got = 0
+    try:
+        with sf.SoundFile(str(p)) as f:
+            expected = int(f.frames)
+            buf = np.empty((block_frames, f.channels), np.float32)
+            while (data := f.read(block_frames, dtype="float32", always_2d=True, out=buf)).shape[0]:
+                got += data.shape[0]
+                yield data.T.copy()  # a fresh array: buf is reused (a mono .T is a view of it)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise AudioReadError(p, sf_reason(exc)) from exc
+    if got != expected:
+        raise AudioReadError(p, f"truncated: header says {expected} frames, decoded {got}")
+
+
+def _av_blocks(p: Path, stream: int, block_frames: int) -> Iterator[np.ndarray]:
+    av = _av()
+    with _av_open(p) as c:
+        s = _av_stream(c, p, stream)
+        parts: list[np.ndarray] = []
+        held = 0
+        try:
+            for packet in c.demux(s):
+                for frame in packet.decode():
+                    a = frame_float32(frame)
+                    if a.shape[0] != s.codec_context.channels:
+                        raise AudioReadError(p, f"stream {stream}: the channel count changes within the stream")
+                    parts.append(a)
+                    held += a.shape[1]
+                    while held >= block_frames:
+                        joined = np.concatenate(parts, axis=1)
+                        yield joined[:, :block_frames]
+                        parts, held = [joined[:, block_frames:]], held - block_frames
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise AudioReadError(p, sf_reason(exc, "decoding failed")) from exc
+        if held:
+            yield np.concatenate(parts, axis=1)
 
 
 def load_streams(
@@ -204,7 +267,7 @@ def load_streams(
         AudioReadError: unreadable, no audio stream, or a stream index out of range.
     """
     p = Path(path)
-    _check_exists(p)
+    check_exists(p)
     if uses_pyav(p):
         return _av_decode(p, streams, stop=None)
     if streams not in (None, [0]):
@@ -239,7 +302,7 @@ def read_stem_mp4(path: str | Path, *, streams: list[int] | None = None) -> tupl
 def stem_mp4_stream_count(path: str | Path) -> int:
     """Number of audio streams in a ``.stem.mp4`` (5 for MUSDB18), from the header."""
     p = Path(path)
-    _check_exists(p)
+    check_exists(p)
     with _av_open(p) as c:
         return len(c.streams.audio)
 
@@ -305,36 +368,6 @@ def _format_for(p: Path) -> str:
     return {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "aif": "AIFF", "aiff": "AIFF", "mp3": "MP3"}.get(suffix, "WAV")
 
 
-def _sf_reason(exc: Exception, what: str = "not readable as audio") -> str:
-    """libsndfile's reason without the path (the error names it): for a regular file whose bytes match no format
-    it says "File does not exist or is not a regular file (possibly a pipe?)", which is said here as it is."""
-    why = getattr(exc, "error_string", None) or str(exc)
-    if "does not exist or is not a regular file" in why:
-        why = "not a recognised audio format (the header matches none)"
-    return f"{what} ({why})"
-
-
-def _check_exists(p: Path) -> None:
-    if not p.is_file():
-        raise AudioReadError(p, "no such file")
-    if p.stat().st_size == 0:
-        raise AudioReadError(p, "empty file (0 bytes)")
-
-
-def _check_riff_size(p: Path) -> None:
-    """A WAV whose RIFF header promises more bytes than the file holds was cut short (libsndfile reads the
-    remainder silently, so the check is done here)."""
-    if p.suffix.lower() != ".wav":
-        return
-    with open(p, "rb") as fh:
-        head = fh.read(12)
-    if len(head) == 12 and head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        promised = int.from_bytes(head[4:8], "little") + 8
-        actual = p.stat().st_size
-        if promised > actual and promised != 0xFFFFFFFF + 8:
-            raise AudioReadError(p, f"truncated: RIFF header says {promised} bytes, the file has {actual}")
-
-
 # --------------------------------------------------------------------------------------------------------------
 # PyAV
 
@@ -394,11 +427,11 @@ def _av_decode(p: Path, streams: list[int] | None, *, stop: int | None) -> tuple
                         break
                     continue
                 for frame in packet.decode():
-                    a = _frame_float32(frame)
+                    a = frame_float32(frame)
                     parts[k].append(a)
                     got[k] += a.shape[1]
         except (av.error.FFmpegError, OSError, ValueError) as exc:
-            raise AudioReadError(p, _sf_reason(exc, "decoding failed")) from exc
+            raise AudioReadError(p, sf_reason(exc, "decoding failed")) from exc
         arrays: dict[int, np.ndarray] = {}
         infos: dict[int, AudioInfo] = {}
         for k, s in chosen.items():
@@ -409,20 +442,3 @@ def _av_decode(p: Path, streams: list[int] | None, *, stop: int | None) -> tuple
             whole = stop is None
             infos[k] = av_info(c, s, p, frames=arrays[k].shape[1] if whole else None)
     return [arrays[k] for k in wanted], [infos[k] for k in wanted]
-
-
-_INT_SCALE = {np.dtype(np.int16): 1.0 / 32768.0, np.dtype(np.int32): 1.0 / 2147483648.0}
-
-
-def _frame_float32(frame) -> np.ndarray:  # noqa: ANN001 - av.AudioFrame
-    """One decoded frame as ``(channels, samples)`` float32 full scale, whatever the decoder's sample format."""
-    x = frame.to_ndarray()
-    if not frame.format.is_planar:
-        x = x.reshape(-1, frame.layout.nb_channels).T
-    if x.dtype == np.float32:
-        return x
-    if x.dtype == np.uint8:
-        return (x.astype(np.float32) - 128.0) * np.float32(1.0 / 128.0)
-    if x.dtype in _INT_SCALE:
-        return x.astype(np.float32) * np.float32(_INT_SCALE[x.dtype])
-    return x.astype(np.float32)

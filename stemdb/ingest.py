@@ -38,9 +38,11 @@ from stemdb.config import (
     StemsLayout,
 )
 from stemdb.errors import AudioReadError, MissingDependencyError
+from stemdb.ingest_rows import failure_reason, invalid_reason, reject_row, stem_row
+from stemdb.ingest_stream import long_file, streamed_job
 from stemdb.measure import measure, warm_up_tempo
 from stemdb.quality.columns import mark_near_duplicates, quality_columns, quality_counts
-from stemdb.scan import FileJob, hash_split, scan_source
+from stemdb.scan import FileJob, scan_source
 from stemdb.workers import process_pool
 
 log = logging.getLogger(__name__)
@@ -76,15 +78,19 @@ class IngestReport:
 
 def measure_job(job: FileJob, cfg: IngestConfig, *, catalog: str | Path | None = None) -> tuple[list[dict], list[dict]]:
     """Decode and measure one file. Returns (stem rows, reject rows); never raises for bad audio. With
-    ``cfg.cache == "int16"`` and the ``catalog`` folder given, 16-bit PCM stems also go to the stem cache."""
+    ``cfg.cache == "int16"`` and the ``catalog`` folder given, 16-bit PCM stems also go to the stem cache. A file
+    longer than :data:`stemdb.ingest_stream.STREAM_MIN_S` is measured block by block (bounded memory)."""
 
     now = datetime.now(UTC)
     full = Path(job.root) / job.path
     if job.error:
-        return [], [_reject(job, k, job.error, now) for k in job.row_keys()]
+        return [], [reject_row(job, k, job.error, now) for k in job.row_keys()]
+    cache_to = catalog if cfg.cache == "int16" else None
     try:
         if job.bytes < 0 or not full.exists():
             raise AudioReadError(full, "unreadable: missing file or dangling link")
+        if not job.is_stem_mp4 and (long_info := long_file(full)) is not None:
+            return streamed_job(job, cfg, full, long_info, cache_to, now)
         if job.is_stem_mp4:
             decoded, infos = audio_io.load_streams(full)
             kinds = list(job.kinds[: len(decoded)]) + [
@@ -94,118 +100,31 @@ def measure_job(job: FileJob, cfg: IngestConfig, *, catalog: str | Path | None =
             a, info = audio_io.load(full)
             decoded, infos, kinds = [a], [info], list(job.kinds)
     except (AudioReadError, MissingDependencyError) as exc:
-        return [], [_reject(job, k, str(getattr(exc, "reason", exc)), now) for k in job.row_keys()]
+        return [], [reject_row(job, k, str(getattr(exc, "reason", exc)), now) for k in job.row_keys()]
     except Exception as exc:  # noqa: BLE001 - a batch job records every failure and goes on
-        return [], [_reject(job, k, f"unreadable: {type(exc).__name__}: {exc}", now) for k in job.row_keys()]
+        return [], [reject_row(job, k, f"unreadable: {type(exc).__name__}: {exc}", now) for k in job.row_keys()]
 
     rows, rejects = [], []
     keys = job.row_keys() if job.is_stem_mp4 else [f"{job.source}:{job.path}"]
     for i, (a, info, kind) in enumerate(zip(decoded, infos, kinds, strict=False)):
         key = keys[i] if i < len(keys) else f"{job.source}:{job.path}#{i}"
         sr = info.sample_rate
-        reason = _validate(a, sr, job.max_channels)
+        reason = invalid_reason(a.shape[0] if a.ndim == 2 else 0, a.shape[-1] if a.ndim == 2 else 0, sr,
+                                job.max_channels)
         if reason:
-            rejects.append(_reject(job, key, reason, now))
+            rejects.append(reject_row(job, key, reason, now))
             continue
         try:
-            m = measure(
-                a,
-                sr,
-                silence_db=cfg.silence_db,
-                window_s=cfg.silence_window_s,
-                clip_level=cfg.clip_level,
-                tempo=cfg.tempo,
-            )
+            m = measure(a, sr, silence_db=cfg.silence_db, window_s=cfg.silence_window_s, clip_level=cfg.clip_level,
+                        tempo=cfg.tempo)
             quality = quality_columns(a, sr, kind)
         except Exception as exc:  # noqa: BLE001 - recorded, never fatal
-            why = f"non-finite samples: {exc}" if "NaN/inf" in str(exc) else \
-                f"measurement failed: {type(exc).__name__}: {exc}"
-            rejects.append(_reject(job, key, why, now))
+            rejects.append(reject_row(job, key, failure_reason(exc), now))
             continue
-        rows.append({**_row(job, key, i if job.is_stem_mp4 else -1, kind, a, sr, info, m, now), **quality})
-        stem_cache.keep(catalog if cfg.cache == "int16" else None, info.subtype, m.content_hash, a)
+        rows.append({**stem_row(job, key, i if job.is_stem_mp4 else -1, kind, info, m, now, channels=a.shape[0],
+                                frames=a.shape[1]), **quality})
+        stem_cache.keep(cache_to, info.subtype, m.content_hash, a)
     return rows, rejects
-
-
-def _validate(a: np.ndarray, sr: int, max_channels: int) -> str | None:
-    if a.ndim != 2 or a.shape[1] == 0:
-        return "empty: 0 frames"
-    if a.shape[0] > max_channels:
-        return f"too many channels: {a.shape[0]} > max_channels {max_channels}"
-    if sr <= 0:
-        return f"bad sample rate {sr}"
-    return None  # NaN/inf samples are caught by measure() in the same pass as the measurements
-
-
-def _row(
-    job: FileJob,
-    key: str,
-    stream: int,
-    kind: str,
-    a: np.ndarray,
-    sr: int,
-    info: audio_io.AudioInfo,
-    m,
-    now: datetime,
-) -> dict:  # noqa: ANN001
-    flags = [f for f, on in (("silent", m.silence_ratio >= 1.0), ("clipping", m.clipping_ratio > 0.0),
-                             ("lossy", bool(info.lossy))) if on] + list(job.flags)
-    rec = m.as_record()
-    song = job.song if job.song is not None else m.content_hash
-    split = job.split
-    if split is None:
-        valid, test = job.hash_split or (0.0, 0.0)
-        split = hash_split(song, valid, test)
-    return {
-        "key": key,
-        "stem_id": m.content_hash,
-        "source": job.source,
-        "root": job.root,
-        "path": job.path,
-        "stream": stream,
-        "kind": kind,
-        "song": song,
-        "split": split,
-        "origin": job.origin,
-        "licence": job.licence,
-        "sample_rate": int(sr),
-        "channels": int(a.shape[0]),
-        "frames": int(a.shape[1]),
-        "duration_s": float(a.shape[1] / sr),
-        "format": info.format,
-        "subtype": info.subtype,
-        "codec": info.codec,
-        "bitrate_kbps": info.bitrate_kbps,
-        "lossy": info.lossy,
-        "bytes": job.bytes,
-        "mtime": job.mtime,
-        **{k: rec[k] for k in ("lufs", "peak_dbfs", "rms_dbfs", "clipping_ratio", "silence_ratio", "active",
-                               "tempo_bpm")},
-        "beats": rec["beats_s"],
-        "loudness_100ms": rec["loudness_100ms"],
-        "flags": flags,
-        "provenance": job.provenance,
-        "duplicate_of": None,
-        "deleted": False,
-        "ingested_at": now,
-        "schema_version": SCHEMA_VERSION,
-    }
-
-
-def _reject(job: FileJob, key: str, reason: str, now: datetime) -> dict:
-    stream = int(key.rsplit("#", 1)[1]) if "#" in key else -1
-    return {
-        "key": key,
-        "source": job.source,
-        "root": job.root,
-        "path": job.path,
-        "stream": stream,
-        "reason": reason,
-        "bytes": job.bytes,
-        "mtime": job.mtime,
-        "rejected_at": now,
-        "schema_version": SCHEMA_VERSION,
-    }
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -67,8 +67,48 @@ def k_hop_energies(x: np.ndarray, rate: int, hop_bounds: np.ndarray, kernels) ->
     hop_len = int(lengths[0]) if np.all(lengths == lengths[0]) else 0
     lanes = lane_plan(x.shape[0], n_hops, hop_len, warm_up_hops(rate, hop_len))
     out = np.zeros((x.shape[0], n_hops))
-    kernels[0](float_c(x), k_weighting_sos_at(float(rate)), hop_bounds, hop_len, lanes, out)
+    state = np.zeros((lanes.shape[0], 4))
+    kernels[0](float_c(x), k_weighting_sos_at(float(rate)), hop_bounds, hop_len, lanes, out, state)
     return out
+
+
+def k_hop_energies_carried(x: np.ndarray, rate: int, bounds: np.ndarray, kernels, state: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    """:func:`k_hop_energies` of one block of a longer signal, the filter state carried in and out.
+
+    ``x`` is ``(channels, samples)`` starting at a hop boundary, ``bounds`` the hop boundaries relative to its
+    start (``bounds[0] == 0``); ``state`` the filter state from the previous block (zeros at the start), updated in
+    place: ``(lanes, 4)`` for the numba loop (:func:`stream_lanes`), ``(2, channels, 2)`` for scipy. Every channel
+    runs as one chain (no half-split of a mono channel), so block after block gives the whole-array energies to
+    rounding. Returns ``(channels, hops)`` float64.
+    """
+    n_hops = len(bounds) - 1
+    if n_hops < 1:
+        return np.zeros((x.shape[0], 0))
+    if kernels is None:
+        from scipy import signal
+
+        y, state[...] = signal.sosfilt(k_weighting_sos_at(float(rate)).copy(), np.asarray(x, dtype=np.float64),
+                                       axis=-1, zi=state)
+        return hop_energies(y, bounds)
+    lengths = np.diff(bounds)
+    hop_len = int(lengths[0]) if np.all(lengths == lengths[0]) else 0
+    out = np.zeros((x.shape[0], n_hops))
+    kernels[0](float_c(x), k_weighting_sos_at(float(rate)), bounds, hop_len, stream_lanes(x.shape[0], n_hops), out,
+               state)
+    return out
+
+
+def stream_lanes(n_channels: int, n_hops: int) -> np.ndarray:
+    """Lanes for block-by-block filtering: channels in pairs, an odd last channel beside a copy that stores
+    nothing (no split: a split's second half would restart from a zero state in every block)."""
+    return lane_plan(n_channels, n_hops, 0, 0)
+
+
+def carried_state(n_channels: int, kernels) -> np.ndarray:  # noqa: ANN001
+    """Zero filter state for :func:`k_hop_energies_carried`."""
+    if kernels is None:
+        return np.zeros((2, n_channels, 2))
+    return np.zeros((stream_lanes(n_channels, 1).shape[0], 4))
 
 
 @lru_cache(maxsize=32)
@@ -135,14 +175,13 @@ def sample_stats(
     return SampleStats(energy, float(stats[0]), float(stats[1]), int(stats[2]), pcm if want_pcm else None)
 
 
-def _k_hop_kernel(x, sos, bounds, hop_len, lanes, out):  # noqa: ANN001, ANN202
+def _k_hop_kernel(x, sos, bounds, hop_len, lanes, out, state):  # noqa: ANN001, ANN202
     """K-weighted sum of squares of ``x`` (channels, samples) per 100 ms hop into ``out`` (channels, hops).
-    Compiled by :func:`numba_kernels`; plain Python gives the same numbers, slowly.
-
-    Hop ``h`` spans ``[h * hop_len, (h + 1) * hop_len)`` when ``hop_len > 0``, else ``[bounds[h], bounds[h+1])``;
+    Compiled by :func:`numba_kernels`; plain Python gives the same numbers, slowly. Hop ``h`` spans ``[h * hop_len, (h + 1) * hop_len)`` when ``hop_len > 0``, else ``[bounds[h], bounds[h+1])``;
     the last hop may run past the end of the audio, where samples count as 0. ``lanes`` (see :func:`lane_plan`)
     run two at a time so that their filter recursions, which are latency-bound, overlap; both lanes of a step
-    stop at the end of the audio. The filter is the two biquads in direct form II transposed, float64 state.
+    stop at the end of the audio. The filter is the two biquads in direct form II transposed, float64 state:
+    ``state[row]`` (``(lanes, 4)``) is read at the start of each lane and holds its state at the end.
     (The loop indexes ``x`` directly: 1-D views, or a zero-padded scratch copy, make it up to 1.6x slower.)
     """
     b10, b11, b12, a11, a12 = sos[0, 0], sos[0, 1], sos[0, 2], sos[0, 4], sos[0, 5]
@@ -151,8 +190,8 @@ def _k_hop_kernel(x, sos, bounds, hop_len, lanes, out):  # noqa: ANN001, ANN202
     for p in range(0, lanes.shape[0], 2):
         ca, ha, steps, lo_a, hi_a = lanes[p, 0], lanes[p, 1], lanes[p, 2], lanes[p, 3], lanes[p, 4]
         cb, hb, lo_b, hi_b = lanes[p + 1, 0], lanes[p + 1, 1], lanes[p + 1, 3], lanes[p + 1, 4]
-        p1 = p2 = q1 = q2 = 0.0
-        r1 = r2 = t1 = t2 = 0.0
+        p1, p2, q1, q2 = state[p, 0], state[p, 1], state[p, 2], state[p, 3]
+        r1, r2, t1, t2 = state[p + 1, 0], state[p + 1, 1], state[p + 1, 2], state[p + 1, 3]
         for j in range(steps):
             h_a = ha + j
             h_b = hb + j
@@ -193,6 +232,8 @@ def _k_hop_kernel(x, sos, bounds, hop_len, lanes, out):  # noqa: ANN001, ANN202
                 out[ca, h_a] = k0
             if lo_b <= h_b < hi_b:
                 out[cb, h_b] = k1
+        state[p, 0], state[p, 1], state[p, 2], state[p, 3] = p1, p2, q1, q2
+        state[p + 1, 0], state[p + 1, 1], state[p + 1, 2], state[p + 1, 3] = r1, r2, t1, t2
 
 
 def _sample_stats_kernel(x, bounds, clip_level, want_pcm, energy, pcm, stats):  # noqa: ANN001, ANN202
@@ -261,10 +302,14 @@ def quantize_pcm16(x: np.ndarray) -> np.ndarray:
     return scaled.astype(np.int16)
 
 
+def hash_header(rate: int, channels: int, frames: int) -> bytes:
+    """What the content hash reads before the samples: version tag, rate, channel and frame counts."""
+    return _HASH_VERSION + f";rate={rate};channels={channels};frames={frames};".encode()
+
+
 def hash_pcm(pcm: np.ndarray, rate: int) -> str:
     data = np.ascontiguousarray(pcm, dtype="<i2")
     h = xxhash.xxh3_128()
-    h.update(_HASH_VERSION)
-    h.update(f";rate={rate};channels={data.shape[0]};frames={data.shape[1]};".encode())
+    h.update(hash_header(rate, data.shape[0], data.shape[1]))
     h.update(data)  # the C-contiguous buffer, no copy
     return h.hexdigest()

@@ -13,16 +13,18 @@ minute of stereo 44.1 kHz), reported by :func:`cache_size`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mmap
 import os
+import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 from stemdb import audio as audio_io
-from stemdb.atomic import atomic_open
+from stemdb.atomic import atomic_open, fsync_dir
 from stemdb.errors import AudioReadError, AudioWriteError
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,26 @@ def write_stem(catalog: str | Path, stem_id: str, audio: np.ndarray) -> Path:
     return path
 
 
+def write_stem_blocks(catalog: str | Path, stem_id: str, path: str | Path, stream: int = 0) -> Path:
+    """:func:`write_stem` of a file decoded block by block (memory does not grow with its length).
+
+    Raises:
+        AudioReadError: the file cannot be read (nothing is written).
+    """
+    target = cache_path(catalog, stem_id)
+    if target.is_file():
+        return target
+    info = audio_io.info(path, stream=stream)
+    writer = Pcm16Writer(catalog, info.channels, info.frames)
+    try:
+        for block in audio_io.blocks(path, stream=stream):
+            writer.write(np.clip(np.rint(block * np.float32(32768.0)), -32768, 32767).astype(np.int16))
+    except BaseException:
+        writer.discard()
+        raise
+    return writer.commit(stem_id)
+
+
 def keep(catalog: str | Path | None, subtype: str | None, stem_id: str, audio: np.ndarray) -> Path | None:
     """:func:`write_stem` when ``catalog`` is given (the cache is on) and ``subtype`` is cacheable, else nothing."""
     return write_stem(catalog, stem_id, audio) if catalog is not None and cacheable(subtype) else None
@@ -95,11 +117,10 @@ def fill(catalog: str | Path) -> int:
     written = 0
     for sid, root, path, stream in zip(todo["stem_id"], todo["root"], todo["path"], todo["stream"], strict=True):
         try:
-            a, _ = audio_io.read(Path(root) / path, stream=None if int(stream) < 0 else int(stream))
-        except AudioReadError as exc:
+            write_stem_blocks(catalog, str(sid), Path(root) / path, max(int(stream), 0))
+        except (AudioReadError, AudioWriteError) as exc:
             log.warning("stem cache: %s left out: %s", sid, exc)
             continue
-        write_stem(catalog, str(sid), a)
         written += 1
     files, size = cache_size(catalog)
     log.info("stem cache: %d files, %.1f MB on disk (%d written now)", files, size / 1e6, written)
@@ -140,6 +161,54 @@ def write_pcm16(path: str | Path, pcm: np.ndarray) -> Path:
     return p
 
 
+class Pcm16Writer:
+    """A cache file written block by block (:func:`write_pcm16`'s bytes, for a stem too long to hold in memory):
+    into a dot-prefixed temp file in the cache folder, renamed to the stem's file by :meth:`commit` once the
+    content hash is known (an existing file of that hash is kept), removed by :meth:`discard`.
+
+    Args:
+        catalog: the catalogue folder.
+        channels, frames: the stem's shape; :meth:`commit` fails unless exactly ``frames`` were written.
+    """
+
+    def __init__(self, catalog: str | Path, channels: int, frames: int) -> None:
+        folder = cache_dir(catalog)
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(prefix=".stream.", suffix=".tmp", dir=folder)
+        self.catalog, self.frames, self.written = catalog, int(frames), 0
+        self.fh = os.fdopen(fd, "wb")
+        header = {"descr": np.dtype(np.int16).str, "fortran_order": False, "shape": (self.frames, int(channels))}
+        np.lib.format.write_array_header_1_0(self.fh, header)
+
+    def write(self, pcm: np.ndarray) -> None:
+        """Append int16 PCM ``(channels, samples)``."""
+        self.fh.write(np.ascontiguousarray(pcm.T, dtype="<i2").data)
+        self.written += pcm.shape[1]
+
+    def commit(self, stem_id: str) -> Path:
+        """Close, fsync and rename to ``stem_id``'s cache file (atomic); an existing one is kept."""
+        path = cache_path(self.catalog, stem_id)
+        if self.written != self.frames:
+            self.discard()
+            raise AudioWriteError(path, f"stem cache: {self.written} frames written, {self.frames} announced")
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        if path.is_file():
+            os.unlink(self.tmp)
+        else:
+            os.chmod(self.tmp, 0o644)
+            os.replace(self.tmp, path)
+            fsync_dir(path.parent)
+        return path
+
+    def discard(self) -> None:
+        """Close and remove the temp file (a failed measurement leaves nothing)."""
+        self.fh.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp)
+
+
 def open_pcm16(path: str | Path) -> np.ndarray:
     """Memory-map a file written by :func:`write_pcm16`: a read-only ``(samples, channels)`` int16 view (pages are
     read from the page cache on first touch; nothing is copied)."""
@@ -156,5 +225,5 @@ def open_pcm16(path: str | Path) -> np.ndarray:
     if dtype != np.int16 or fortran or len(shape) != 2:
         raise AudioReadError(p, f"not a PCM cache file: {dtype} {shape} fortran={fortran}")
     return np.frombuffer(mm, dtype=np.int16, count=shape[0] * shape[1], offset=offset).reshape(shape)
-__all__ = ["CACHEABLE_SUBTYPES", "CACHE_DIR", "MappedStems", "cache_dir", "cache_path", "cache_size", "cacheable",
-           "cached_ids", "fill", "keep", "open_pcm16", "write_pcm16", "write_stem"]
+__all__ = ["CACHEABLE_SUBTYPES", "CACHE_DIR", "MappedStems", "Pcm16Writer", "cache_dir", "cache_path", "cache_size", "cacheable",
+           "cached_ids", "fill", "keep", "open_pcm16", "write_pcm16", "write_stem", "write_stem_blocks"]

@@ -3,6 +3,7 @@
 A ``ProcessPoolExecutor`` worker waits on its task queue; when the parent is killed (``kill -9``) nothing tells
 it, and it lingers (50 s and more, holding its memory). :func:`process_pool` starts every worker with a watchdog
 thread that ends the worker within :data:`WATCH_S` seconds of its parent's death (its parent pid changes).
+:func:`bounded_map` feeds a pool from a generator without submitting it all at once.
 """
 
 from __future__ import annotations
@@ -10,8 +11,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from multiprocessing.context import BaseContext
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: How often (seconds) a worker checks that its parent is alive.
 WATCH_S = 0.5
@@ -24,6 +31,28 @@ def process_pool(max_workers: int, *, mp_context: BaseContext | None = None,
                                initargs=(os.getpid(),), max_tasks_per_child=max_tasks_per_child)
 
 
+def bounded_map(executor: Executor, fn: Callable[[T], R], items: Iterable[T], *, window: int) -> Iterator[R]:
+    """``fn`` over ``items`` in ``executor``, results in order, with at most ``window`` tasks submitted ahead.
+
+    ``Executor.map`` submits every item before the first result comes back, so a generator of a million chunks sat
+    in memory as a million futures; here the items are drawn as results are taken. When the consumer stops (an
+    exception, or it closes the generator) the tasks not yet started are cancelled.
+    """
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    pending: deque[Future[R]] = deque()
+    try:
+        for item in items:
+            pending.append(executor.submit(fn, item))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for f in pending:
+            f.cancel()
+
+
 def _watch_parent(parent: int) -> None:
     def watch() -> None:
         while os.getppid() == parent:
@@ -33,4 +62,4 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="stemdb-parent-watch", daemon=True).start()
 
 
-__all__ = ["WATCH_S", "process_pool"]
+__all__ = ["WATCH_S", "bounded_map", "process_pool"]

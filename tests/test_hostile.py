@@ -653,3 +653,50 @@ def test_non_finite_config_values_are_refused(tmp_path: Path, section: dict, key
         cfg = load_project(tmp_path / "data.yaml")
         for target in cfg.remix.targets:
             chain_for(cfg.remix, target)
+
+
+def test_a_huge_n_starts_rendering_at_once_with_memory_that_does_not_grow_with_n(tmp_path: Path) -> None:
+    """Regression (issue 18.8): `--n 100000000` held a list of every chunk (and a future per chunk with workers):
+    770 MB before the first mixture; with n = 10**7 in chunks of 5, 2 M ranges. Now chunks are generated."""
+    import tracemalloc
+
+    _stems_catalog(tmp_path / "stems", tmp_path / "cat")
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first_chunk(done: int, total: int) -> None:
+        assert total == 10**7
+        raise Stop(done)
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(Stop):
+            build_remix(tmp_path / "cat", tmp_path / "out", n=10**7, seed=0, cfg=NO_AUG, chunk_size=5,
+                        progress=stop_after_first_chunk)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(list((tmp_path / "out").glob("*/mix-*"))) == 5
+    assert peak < 40 * 2**20, f"{peak / 2**20:.0f} MiB traced for one chunk of a 10**7-mixture build"
+
+
+def test_bounded_map_keeps_order_and_submits_a_window_ahead() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stemdb.workers import bounded_map
+
+    drawn: list[int] = []
+
+    def items():  # noqa: ANN202
+        for i in range(100):
+            drawn.append(i)
+            yield i
+
+    with ThreadPoolExecutor(2) as ex:
+        out = bounded_map(ex, lambda i: i * i, items(), window=4)
+        assert [next(out) for _ in range(3)] == [0, 1, 4]
+        assert len(drawn) <= 3 + 4  # taken results plus the window, not all 100
+        assert list(out) == [i * i for i in range(3, 100)]
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        next(bounded_map(None, abs, [1], window=0))  # type: ignore[arg-type]

@@ -371,3 +371,31 @@ def test_dataset_stats_flow_writes_reports_and_artifacts(prefect_harness, fixtur
     bad = dataset_stats_flow(config=config_file, catalog=fixture_catalog, remix_dir=tmp_path / "nothing",
                              out=tmp_path / "reports2", return_state=True)
     assert bad.is_failed() and "remix_dir" in bad.message and not (tmp_path / "reports2").exists()
+
+
+def test_ingest_stems_flow_into_a_busy_catalogue_stops_naming_the_holder(prefect_harness, stems_copy: Path,
+                                                                           tmp_path: Path) -> None:
+    """Regression (issue 18): the ingest-stems flow took no lock, so it could race a `stemdb ingest` of the same
+    catalogue (a compaction removing the parts the other reads). Now it stops at once, as the CLI does."""
+    import signal
+
+    from pipelines.flows import ingest_stems_flow
+
+    source = {"name": "loose", "root": str(stems_copy), "origin": "test", "licence": "test",
+              "layout": {"type": "stems", "kinds": {k: k for k in ("vocals", "drums", "bass", "keys", "other")}}}
+    cfg = write_config(tmp_path / "data.yaml", sources=[source], ingest={"tempo": False})
+    catalog = tmp_path / "catalog"
+    hold = ("import sys, time\nfrom stemdb.atomic import folder_lock\n"
+            "with folder_lock(sys.argv[1], 'stemdb ingest'):\n    print('held', flush=True)\n    time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(catalog)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        state = ingest_stems_flow(config=cfg, catalog=catalog, return_state=True)
+        assert state.is_failed()
+        assert f"busy: stemdb ingest (pid {holder.pid})" in state.message
+        assert not (catalog / "stems").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert ingest_stems_flow(config=cfg, catalog=catalog)["rows"] > 0  # the lock died with its holder
