@@ -181,3 +181,75 @@ def test_threads_of_one_process_render_the_serial_bits(fixture_catalog: Path, re
     with ThreadPoolExecutor(4) as pool:
         for _ in range(3):
             assert list(pool.map(one, recipes)) == want
+
+
+def _numpy_reference(srcs: list, scales: list, swaps: list, c_out: int, n: int, dtype: type) -> tuple:
+    """The numpy path's steps (``render._render_linear`` per stem, then ``_render_numpy``'s clip scale, grid and
+    sum, then ``render_into``'s int16 conversion) on given int16 windows."""
+    from augment.render import CLIP_LIMIT, _to_grid, mix_stems
+    from stemdb.shaping import channel_source
+
+    stems = np.zeros((len(srcs), c_out, n), np.float32)
+    for k, a in enumerate(srcs):
+        m, factor, sources = a.shape[0], np.float32(scales[k] / 32768.0), channel_source(a.shape[1], c_out)
+        if sources is None:
+            acc = stems[k, 0, :m]
+            np.add(a[:, 0], a[:, 1], out=acc, dtype=np.float32, casting="unsafe")
+            for c in range(2, a.shape[1]):
+                np.add(acc, a[:, c], out=acc, dtype=np.float32, casting="unsafe")
+            acc *= np.float32(factor / a.shape[1])
+            continue
+        for c in range(c_out):
+            row = c_out - 1 - c if swaps[k] and c_out == 2 else c
+            np.multiply(a[:, sources[c]], factor, out=stems[k, row, :m], dtype=np.float32, casting="unsafe")
+    peaks = [max(float(s.max(initial=0.0)), -float(s.min(initial=0.0))) for s in stems]
+    peak = max(peaks)
+    if sum(peaks) > CLIP_LIMIT:
+        raw = mix_stems(stems)
+        peak = max(peak, float(raw.max()), -float(raw.min()))
+    if peak > CLIP_LIMIT:
+        stems *= np.float32(CLIP_LIMIT / peak)
+    for row in stems.reshape(-1, n):
+        _to_grid(row, "PCM_16")
+    mix = mix_stems(stems)
+    if dtype == np.int16:
+        return (stems * np.float32(32768.0)).astype(np.int16), \
+            np.clip(mix * np.float32(32768.0), -32768, 32767).astype(np.int16)
+    return stems, mix
+
+
+@pytest.mark.parametrize("c_out", [1, 2])
+def test_kernel_on_every_channel_layout_equals_the_numpy_steps(c_out: int) -> None:
+    """Synthetic windows the fixtures lack: 1, 2, 3 and 6 channels, windows shorter than the mixture or empty,
+    levels from -80 to +20 dB of either sign (so zeros of both signs and the clip scale), swaps."""
+    from augment.render import CLIP_LIMIT
+    from augment.render_kernels import MEAN, render_linear
+    from stemdb.shaping import channel_source
+
+    rng = np.random.default_rng(c_out)
+    for _ in range(40):
+        n = int(rng.integers(1, 6000))
+        srcs, scales, swaps = [], [], []
+        for _k in range(4):
+            a = (rng.standard_normal((n, int(rng.choice([1, 2, 3, 6])))) * rng.choice([3, 300, 20000]))
+            a = a.clip(-32768, 32767).astype(np.int16)[: int(rng.choice([n, rng.integers(0, n + 1)]))]
+            a[rng.random(a.shape) < 0.2] = 0
+            a.flags.writeable = False
+            srcs.append(a)
+            scales.append(float(rng.choice([-1.0, 1.0]) * 10 ** rng.uniform(-4, 1)))
+            swaps.append(bool(rng.random() < 0.5))
+        factors, chan = np.zeros(4, np.float32), np.zeros((4, c_out), np.int64)
+        for k, a in enumerate(srcs):  # as render._linear_inputs builds them
+            f, sources = np.float32(scales[k] / 32768.0), channel_source(a.shape[1], c_out)
+            if sources is None:
+                factors[k], chan[k, :] = np.float32(f / a.shape[1]), MEAN
+                continue
+            factors[k] = f
+            for c in range(c_out):
+                chan[k, c_out - 1 - c if swaps[k] and c_out == 2 else c] = sources[c]
+        lengths = np.array([a.shape[0] for a in srcs], np.int64)
+        for dtype in (np.float32, np.int16):
+            stems, mix = np.full((4, c_out, n), 7, dtype), np.full((c_out, n), 7, dtype)
+            render_linear(tuple(srcs), lengths, factors, chan, stems, mix, CLIP_LIMIT)
+            want_stems, want_mix = _numpy_reference(srcs, scales, swaps, c_out, n, dtype)
+            assert stems.tobytes() == want_stems.tobytes() and mix.tobytes() == want_mix.tobytes()
