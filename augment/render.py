@@ -62,7 +62,9 @@ class StemSource:
 
 
 class StemTable:
-    """``stem_id`` -> :class:`StemSource`, from the catalogue (canonical rows)."""
+    """``stem_id`` -> :class:`StemSource`, from the catalogue: every live row, so that a pool that keeps
+    near-duplicates (``filters.dedupe: false``) resolves too; a ``stem_id`` of several rows (exact copies) maps to
+    its canonical row."""
 
     def __init__(self, sources: dict[str, StemSource]) -> None:
         self.sources = sources
@@ -71,7 +73,10 @@ class StemTable:
     def from_catalog(cls, catalog: str | Path | Catalog) -> StemTable:
         cat = catalog if isinstance(catalog, Catalog) else Catalog.open(catalog)
         t = cat.stems_table(columns=["key", "stem_id", "root", "path", "stream", "sample_rate", "frames",
-                                     "channels", "subtype"])
+                                     "channels", "subtype", "duplicate_of"], include_duplicates=True)
+        # canonical rows last, so that they win where exact copies share a stem_id
+        canonical = t["duplicate_of"].is_null().to_numpy(zero_copy_only=False)
+        t = t.take(np.argsort(canonical, kind="stable"))
         cached = stem_cache.cached_ids(cat.root)
         cdir = str(stem_cache.cache_dir(cat.root))
         cols = [t[c].to_pylist() for c in ("stem_id", "root", "path", "stream", "sample_rate", "frames", "channels",

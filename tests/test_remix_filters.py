@@ -116,3 +116,18 @@ def test_a_quality_filter_on_an_unmeasured_catalogue_says_to_ingest_again(catalo
     assert len(_pool_paths(old, RemixConfig(filters={"lossy": "exclude"}))) == 15  # facts every version has
     with pytest.raises(ConfigError, match="rerun `stemdb ingest`"):
         build_pool(old, RemixConfig(filters={"min_bandwidth_hz": 1000}))
+
+
+def test_a_set_with_near_duplicates_kept_renders(catalog: Path, tmp_path: Path) -> None:
+    """`filters.dedupe: false` put near-duplicates in the pool while the renderer's stem table left them out, so
+    every recipe that drew one failed with "stem_id ... is not in the catalogue" (found by bench/stream.py)."""
+    from augment.build import build_remix
+    from augment.render import StemTable
+
+    keep_dups = RemixConfig(filters={"dedupe": False})
+    near = Catalog.open(catalog).stems(include_duplicates=True).set_index("path").loc[NEAR, "stem_id"]
+    assert near in StemTable.from_catalog(catalog).sources
+    recipes = plan_recipes(catalog, n=80, seed=3, cfg=keep_dups, seconds=1.0)
+    assert any(s.stem_id == near for r in recipes for s in r.stems)
+    summary = build_remix(catalog, tmp_path / "out", n=80, seed=3, cfg=keep_dups, seconds=1.0)
+    assert summary.rendered == 80
