@@ -105,13 +105,15 @@ def cache_size(catalog: str | Path) -> tuple[int, int]:
 
 
 def fill(catalog: str | Path) -> int:
-    """Write the missing cache files of the catalogue's live, canonical, cacheable stems (decoding each file once;
-    rows measured before the cache was switched on). Returns how many were written and logs the cache's size; an
+    """Write the missing cache files of the catalogue's live, cacheable stems (decoding each file once; rows
+    measured before the cache was switched on). Near-duplicates are included, as ingest with the cache on keeps them:
+    a remix with ``filters.dedupe: false`` draws them. Returns how many were written and logs the cache's size; an
     unreadable file is logged and left out (ingest records bad files, this never fails a run)."""
     from stemdb.catalog import Catalog
 
     cat = Catalog.open(catalog)
-    df = cat.stems(columns=["stem_id", "root", "path", "stream", "subtype"])
+    df = cat.stems(columns=["stem_id", "root", "path", "stream", "subtype", "duplicate_of"], include_duplicates=True)
+    df = df.sort_values("duplicate_of", na_position="first", kind="stable")  # an exact copy's canonical row first
     have = cached_ids(catalog)
     todo = df[df["subtype"].isin(CACHEABLE_SUBTYPES) & ~df["stem_id"].isin(have)].drop_duplicates("stem_id")
     written = 0
