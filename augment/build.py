@@ -1,7 +1,8 @@
 """The set builder: ``n`` mixtures planned and rendered chunk by chunk, the MUSDB18-HQ set and ``recipes.parquet``.
 
 ``build_remix`` checks the pool once (a bad config fails before any work), cuts the indices ``0 .. n-1`` into chunks
-(:func:`chunked`: the one chunking rule, which the Prefect flow uses too), and each chunk is planned *and* rendered
+(:meth:`BuildPlan.chunks`, generated, so a huge ``n`` holds no list; the Prefect flow maps the same chunks; the
+process pool is fed a few ahead by :func:`stemdb.workers.bounded_map`), and each chunk is planned *and* rendered
 where it runs (:func:`render_chunk`: :func:`augment.remix.plan_block` on the chunk's indices, then
 :mod:`augment.render` and :mod:`augment.writer`), in a process pool over chunks when asked, so planning is no
 serial prefix of a build. Each finished chunk is recorded in ``<out>/.parts/`` under a name that depends on the
@@ -69,8 +70,8 @@ class RemixSummary:
 
 
 def chunked(items: Sequence[T], size: int) -> list[Sequence[T]]:
-    """``items`` cut into consecutive chunks of ``size`` (the last one shorter): the chunks of a build (pass
-    ``range(n)``: each chunk is then a ``range`` of mixture indices)."""
+    """``items`` cut into consecutive chunks of ``size`` (the last one shorter), as a list: the flow's ingest
+    batches. A build's chunks follow the same rule, generated (:meth:`BuildPlan.chunks`)."""
     if size < 1:
         raise ValueError(f"chunk size={size}; allowed: 1 or more")
     return [items[i : i + size] for i in range(0, len(items), size)]
